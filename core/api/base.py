@@ -1,0 +1,65 @@
+"""The project's base for API viewsets: ETag / If-Match, reasons, service errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import models
+from rest_framework import serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.errors import PreconditionFailed
+from core.history import ChangeContext
+
+_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+
+
+class ReasonField(serializers.CharField):
+    """An optional reason for a change; ends up on the history event."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("write_only", True)
+        kwargs.setdefault("max_length", 1000)
+        kwargs.setdefault(
+            "help_text", "Why this change is made (also accepted as X-Change-Reason)."
+        )
+        super().__init__(**kwargs)
+
+
+def expected_version(request: Request) -> int | None:
+    """The version named by If-Match: None when absent or ``*``; 412 when unreadable."""
+    header = request.headers.get("If-Match", "").strip()
+    if not header or header == "*":
+        return None
+    match = _ETAG.match(header)
+    if match is None:
+        raise PreconditionFailed(
+            f'If-Match {header!r} is not a version this API sent; send the ETag value, e.g. "3".'
+        )
+    return int(match.group(1))
+
+
+class FleetViewSetMixin:
+    """Adds ETag on single-object answers and builds change contexts from requests."""
+
+    def change_context(self, reason: str | None = None) -> ChangeContext:
+        return ChangeContext.from_request(self.request, reason=reason)  # type: ignore[attr-defined]
+
+    def versioned_response(self, instance: models.Model, data: Any, status: int = 200) -> Response:
+        response = Response(data, status=status)
+        version = getattr(instance, "version", None)
+        if version is not None:
+            response["ETag"] = f'"{version}"'
+        return response
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()  # type: ignore[attr-defined]
+        return self.versioned_response(instance, self.get_serializer(instance).data)  # type: ignore[attr-defined]
+
+
+class FleetModelViewSet(FleetViewSetMixin, viewsets.GenericViewSet):  # type: ignore[type-arg,misc]
+    """Base class: pick the mixins you need; writes go through services."""

@@ -1,0 +1,49 @@
+"""FilterSets shared by the API and the pages."""
+
+from __future__ import annotations
+
+import django_filters
+
+from core.choices import ActorType, Role, TokenScope
+from core.models import ApiToken, HistoryEvent, User
+
+
+class HistoryEventFilterSet(django_filters.FilterSet):
+    actor = django_filters.CharFilter(field_name="actor_name", label="Actor (user or node name)")
+    actor_type = django_filters.ChoiceFilter(choices=ActorType.choices)
+    target_type = django_filters.CharFilter()
+    target_id = django_filters.CharFilter()
+    verb = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    q = django_filters.CharFilter(
+        field_name="target_name", lookup_expr="icontains", label="Target name contains"
+    )
+
+    class Meta:
+        model = HistoryEvent
+        fields = ["actor", "actor_type", "target_type", "target_id", "verb", "since", "until", "q"]
+
+
+class ApiTokenFilterSet(django_filters.FilterSet):
+    user = django_filters.CharFilter(field_name="user__username")
+    scope = django_filters.ChoiceFilter(choices=TokenScope.choices)
+    active = django_filters.BooleanFilter(method="filter_active")
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "scope", "active"]
+
+    def filter_active(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        usable = ApiToken.objects.usable().values("pk")
+        return queryset.filter(pk__in=usable) if value else queryset.exclude(pk__in=usable)
+
+
+class UserFilterSet(django_filters.FilterSet):
+    role = django_filters.ChoiceFilter(choices=Role.choices)
+    is_active = django_filters.BooleanFilter()
+    q = django_filters.CharFilter(field_name="username", lookup_expr="icontains")
+
+    class Meta:
+        model = User
+        fields = ["role", "is_active", "q"]

@@ -1,0 +1,36 @@
+"""Overview and the shared pages of the console."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from core.models import ApiToken, HistoryEvent, Secret, User
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    since = timezone.now() - timedelta(hours=24)
+    counts = {
+        "users": User.objects.filter(is_active=True).count(),
+        "tokens": ApiToken.objects.usable().count(),
+        "secrets": Secret.objects.count(),
+        "changes_24h": HistoryEvent.objects.filter(occurred_at__gte=since).count(),
+    }
+    recent = HistoryEvent.objects.all()[:10]
+    return render(request, "core/overview.html", {"counts": counts, "recent": recent})
+
+
+def jobs(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "empty_state.html",
+        {
+            "title": "Jobs",
+            "headline": "No jobs yet",
+            "body": "Model downloads, quantizations and rollouts will be listed here with their "
+            "live progress once nodes and the model catalog are set up.",
+        },
+    )

@@ -1,0 +1,109 @@
+# Shared helpers for scripts/run and scripts/test (sourced, not executed).
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+pick_python() {
+    local candidate
+    for candidate in "${FLEET_PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    die "Python 3.11 or newer is needed (set FLEET_PYTHON to its path)."
+}
+
+# ensure_venv [dev]: create .venv and install the project (with dev extras) when needed.
+ensure_venv() {
+    local extras="${1:-}" spec="." stamp
+    if [ "$extras" = dev ]; then spec=".[dev]"; fi
+    if [ ! -x "$PY" ]; then
+        say "creating the virtual environment in .venv"
+        "$(pick_python)" -m venv "$VENV"
+    fi
+    stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${extras:-runtime}"
+    if [ ! -f "$stamp" ]; then
+        say "installing $spec into .venv"
+        "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+        (cd "$ROOT" && "$PY" -m pip install --quiet --disable-pip-version-check -e "$spec")
+        rm -f "$VENV"/.installed-*
+        touch "$stamp"
+        # a dev install also satisfies a runtime install of the same pyproject
+        if [ "$extras" = dev ]; then touch "${stamp%-dev}-runtime"; fi
+    fi
+}
+
+APT_UPDATED=""
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "apt-get is missing: install $* by hand."
+    [ "$(id -u)" = 0 ] || die "installing $* needs root (apt-get); run as root or install it first."
+    if [ -z "$APT_UPDATED" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+ensure_postgres() {
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return; fi
+    say "starting PostgreSQL"
+    local version
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)"
+    [ -n "$version" ] || die "PostgreSQL is not installed (no /etc/postgresql)."
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 1; done
+    die "PostgreSQL did not become ready on 127.0.0.1:5432"
+}
+
+ensure_redis() {
+    if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+    say "starting Redis"
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return; sleep 0.5; done
+    die "Redis did not become ready on 127.0.0.1:6379"
+}
+
+DOCKERD_PID=""
+# Starts the Docker engine when it is not running. Private bridge networks are off: these
+# machines flag traffic to private ranges, so test containers use the host network.
+ensure_docker() {
+    if docker info >/dev/null 2>&1; then return; fi
+    command -v dockerd >/dev/null 2>&1 || { say "installing the Docker engine"; apt_install docker.io; }
+    say "starting the Docker engine"
+    mkdir -p "$ROOT/var/test"
+    dockerd --bridge=none --iptables=false >"$ROOT/var/test/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return
+        kill -0 "$DOCKERD_PID" 2>/dev/null || break
+        sleep 1
+    done
+    tail -n 30 "$ROOT/var/test/dockerd.log" >&2 || true
+    die "the Docker engine did not start (log above, full log in var/test/dockerd.log)"
+}
+
+stop_docker_if_started() {
+    if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+        say "stopping the Docker engine we started (pid $DOCKERD_PID)"
+        kill "$DOCKERD_PID" 2>/dev/null || true
+        for _ in $(seq 1 20); do kill -0 "$DOCKERD_PID" 2>/dev/null || return 0; sleep 0.5; done
+        kill -9 "$DOCKERD_PID" 2>/dev/null || true
+    fi
+}
+
+ensure_chromium() {
+    [ -x /usr/bin/chromium ] && return
+    say "installing Chromium (for the browser tests)"
+    apt_install chromium chromium-driver fonts-dejavu-core
+}

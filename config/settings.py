@@ -242,6 +242,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "core.choices.Role",
+        "TokenScopeEnum": "core.choices.TokenScope",
+        "SecretKindEnum": "core.choices.SecretKind",
+        "ActorTypeEnum": "core.choices.ActorType",
     },
 }
 

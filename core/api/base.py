@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import models
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -49,16 +48,19 @@ class FleetViewSetMixin:
     def change_context(self, reason: str | None = None) -> ChangeContext:
         return ChangeContext.from_request(self.request, reason=reason)  # type: ignore[attr-defined]
 
-    def versioned_response(self, instance: models.Model, data: Any, status: int = 200) -> Response:
-        response = Response(data, status=status)
-        version = getattr(instance, "version", None)
-        if version is not None:
-            response["ETag"] = f'"{version}"'
-        return response
-
-    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        instance = self.get_object()  # type: ignore[attr-defined]
-        return self.versioned_response(instance, self.get_serializer(instance).data)  # type: ignore[attr-defined]
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        """Single-object answers carry their version as the ETag."""
+        data = getattr(response, "data", None)
+        if (
+            200 <= response.status_code < 300
+            and isinstance(data, dict)
+            and isinstance(data.get("version"), int)
+            and not response.has_header("ETag")
+        ):
+            response["ETag"] = f'"{data["version"]}"'
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
 class FleetModelViewSet(FleetViewSetMixin, viewsets.GenericViewSet):  # type: ignore[type-arg,misc]

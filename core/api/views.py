@@ -71,7 +71,7 @@ class UserViewSet(
         reason = data.pop("reason", "")
         user, one_time_password = services.create_user(self.change_context(reason), **data)
         user.one_time_password = one_time_password  # type: ignore[attr-defined]
-        return self.versioned_response(user, UserCreatedSerializer(user).data, status=201)
+        return Response(UserCreatedSerializer(user).data, status=201)
 
     @extend_schema(request=UserUpdateSerializer, responses=UserSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
@@ -81,7 +81,7 @@ class UserViewSet(
         user = services.update_user(
             self.change_context(reason), user, expected_version=expected_version(request), **data
         )
-        return self.versioned_response(user, UserSerializer(user).data)
+        return Response(UserSerializer(user).data)
 
 
 class ApiTokenViewSet(
@@ -115,7 +115,7 @@ class ApiTokenViewSet(
             **data,  # type: ignore[arg-type]
         )
         token.key = key  # type: ignore[attr-defined]
-        return self.versioned_response(token, ApiTokenCreatedSerializer(token).data, status=201)
+        return Response(ApiTokenCreatedSerializer(token).data, status=201)
 
     @extend_schema(summary="Revoke a token (it stops working at once; the record stays)")
     def destroy(self, request: Request, pk: str | None = None) -> Response:
@@ -143,7 +143,7 @@ class SecretViewSet(
         data = _validated(SecretCreateSerializer, request)
         reason = data.pop("reason", "")
         secret = services.create_secret(self.change_context(reason), **data)
-        return self.versioned_response(secret, SecretSerializer(secret).data, status=201)
+        return Response(SecretSerializer(secret).data, status=201)
 
     @extend_schema(request=SecretUpdateSerializer, responses=SecretSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
@@ -153,7 +153,7 @@ class SecretViewSet(
         secret = services.update_secret(
             self.change_context(reason), secret, expected_version=expected_version(request), **data
         )
-        return self.versioned_response(secret, SecretSerializer(secret).data)
+        return Response(SecretSerializer(secret).data)
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         secret = self.get_object()

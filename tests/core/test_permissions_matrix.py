@@ -1,0 +1,683 @@
+"""Who may do what: one table row per endpoint and method, one expected status per persona.
+
+Every API route (under ``api/``) and every console page is listed here; the completeness test
+at the bottom walks the URL resolver and fails on any route the table forgets. Rows are
+checked for admin, operator, viewer and anonymous, each against a fresh database holding one
+secret, one token per signed-in persona and the history events those left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from rest_framework.test import APIClient
+
+from core import services
+from core.choices import Role, SecretKind, TokenScope
+from core.history import ChangeContext
+from core.models import ApiToken, HistoryEvent, Secret, User
+
+PERSONAS = ("admin", "operator", "viewer", "anonymous")
+SECRET_VALUE = "hf_matrix-plaintext-must-never-leak-0123456789"
+LOGIN_URL = "/login/"
+
+
+# --- The world every row runs against -------------------------------------------------------
+@dataclass
+class World:
+    users: dict[str, User | None]
+    tokens: dict[str, ApiToken]
+    keys: dict[str, str]
+    secret: Secret
+    event: HistoryEvent
+
+    def placeholders(self, persona: str) -> dict[str, Any]:
+        """Values for the ``{name}`` placeholders of paths and bodies, seen by ``persona``."""
+        own = self.tokens[persona if persona != "anonymous" else "viewer"]
+        other = self.tokens["operator" if persona == "admin" else "admin"]
+        subject = self.users["viewer"]
+        assert subject is not None
+        self.secret.refresh_from_db()
+        subject.refresh_from_db()
+        return {
+            "secret": self.secret.pk,
+            "secret_version": self.secret.version,
+            "own_token": own.pk,
+            "other_token": other.pk,
+            "event": self.event.pk,
+            "user": subject.pk,
+            "user_version": subject.version,
+        }
+
+
+@pytest.fixture
+def world(personas) -> World:
+    admin = personas["admin"]
+    secret = services.create_secret(
+        ChangeContext.for_user(admin),
+        name="hf-main",
+        value=SECRET_VALUE,
+        kind=SecretKind.HUGGINGFACE_TOKEN,
+        description="matrix secret",
+    )
+    tokens: dict[str, ApiToken] = {}
+    keys: dict[str, str] = {}
+    for persona in ("admin", "operator", "viewer"):
+        user = personas[persona]
+        scope = TokenScope.READ if persona == "viewer" else TokenScope.WRITE
+        token, key = services.create_token(
+            ChangeContext.for_user(user), owner=user, name=f"{persona}-token", scope=scope
+        )
+        tokens[persona], keys[persona] = token, key
+    event = HistoryEvent.objects.order_by("-pk").first()
+    assert event is not None, "creating a secret and tokens should have left history events"
+    return World(users=personas, tokens=tokens, keys=keys, secret=secret, event=event)
+
+
+# --- Expectations ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Redirect:
+    """A 302 whose Location starts with ``to`` (``LOGIN`` means the sign-in page, ?next=)."""
+
+    to: str
+
+
+LOGIN = Redirect(LOGIN_URL + "?next=")
+Expected = int | Redirect
+Check = Callable[[Any, str, World], None]
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    route: str  # URL name the path must resolve to
+    method: str
+    path: str  # may hold {placeholders} from World.placeholders
+    expected: dict[str, Expected]
+    api: bool
+    body: dict[str, Any] | None = None
+    check: Check | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def api(
+    id: str,
+    route: str,
+    method: str,
+    path: str,
+    *,
+    admin: Expected,
+    operator: Expected,
+    viewer: Expected,
+    anonymous: Expected = 401,
+    body: dict[str, Any] | None = None,
+    check: Check | None = None,
+) -> Row:
+    expected = {"admin": admin, "operator": operator, "viewer": viewer, "anonymous": anonymous}
+    return Row(id, route, method, path, expected, api=True, body=body, check=check)
+
+
+def page(
+    id: str,
+    route: str,
+    method: str,
+    path: str,
+    *,
+    admin: Expected,
+    operator: Expected,
+    viewer: Expected,
+    anonymous: Expected = LOGIN,
+    body: dict[str, Any] | None = None,
+    check: Check | None = None,
+) -> Row:
+    expected = {"admin": admin, "operator": operator, "viewer": viewer, "anonymous": anonymous}
+    return Row(id, route, method, path, expected, api=False, body=body, check=check)
+
+
+def everyone(status: Expected) -> dict[str, Expected]:
+    return {"admin": status, "operator": status, "viewer": status}
+
+
+def admin_only(ok: Expected, denied: Expected = 403) -> dict[str, Expected]:
+    return {"admin": ok, "operator": denied, "viewer": denied}
+
+
+def operators(ok: Expected, denied: Expected = 403) -> dict[str, Expected]:
+    return {"admin": ok, "operator": ok, "viewer": denied}
+
+
+# --- Extra per-row checks -------------------------------------------------------------------
+def _json(response: Any) -> Any:
+    return json.loads(response.content)
+
+
+def _results(response: Any) -> list[dict[str, Any]]:
+    body = _json(response)
+    return body["results"] if isinstance(body, dict) and "results" in body else body
+
+
+def check_me(response: Any, persona: str, world: World) -> None:
+    if response.status_code == 200:
+        user = world.users[persona]
+        assert user is not None
+        body = _json(response)
+        assert body["username"] == user.username
+        assert body["role"] == user.role
+        assert body["token_scope"] is None  # session, not a token
+
+
+def check_user_created(response: Any, persona: str, world: World) -> None:
+    if response.status_code == 201:
+        body = _json(response)
+        assert body["username"] == "newbie"
+        assert body["one_time_password"], "no password given: a one-time password is returned"
+        assert "password" not in body
+
+
+def check_token_list(response: Any, persona: str, world: World) -> None:
+    if response.status_code != 200:
+        return
+    owners = {row["user"] for row in _results(response)}
+    user = world.users[persona]
+    assert user is not None
+    if persona == "admin":
+        assert owners == {"alice", "oscar", "victor"}, "admins see everyone's tokens"
+    else:
+        assert owners == {user.username}, "non-admins see only their own tokens"
+    for row in _results(response):
+        assert "key" not in row and "key_hash" not in row
+
+
+def check_token_created(response: Any, persona: str, world: World) -> None:
+    if response.status_code == 201:
+        body = _json(response)
+        assert body["key"].startswith(ApiToken.KEY_PREFIX)
+        assert body["user"] == world.users[persona].username  # type: ignore[union-attr]
+    elif response.status_code == 400:
+        assert "scope" in _json(response)["errors"]
+
+
+def check_token_revoked(which: str) -> Check:
+    def check(response: Any, persona: str, world: World) -> None:
+        token = world.tokens["operator" if persona == "admin" else "admin"]
+        if which == "own":
+            token = world.tokens[persona if persona != "anonymous" else "viewer"]
+        token.refresh_from_db()
+        revoked = response.status_code in (204, 302)
+        assert (token.revoked_at is not None) == revoked
+
+    return check
+
+
+def check_secret_created(response: Any, persona: str, world: World) -> None:
+    exists = Secret.objects.filter(name="new-secret").exists()
+    assert exists == (response.status_code == 201)
+
+
+def check_secret_deleted(response: Any, persona: str, world: World) -> None:
+    gone = not Secret.objects.filter(pk=world.secret.pk).exists()
+    assert gone == (response.status_code in (204, 302))
+
+
+# --- The matrix -----------------------------------------------------------------------------
+SECRET_BODY = {"name": "new-secret", "kind": "generic", "value": "s3cr3t-new-value"}
+
+API_ROWS = [
+    # /api/v1/me/
+    api("me-get", "me", "GET", "/api/v1/me/", **everyone(200), check=check_me),
+    # /api/v1/users/: admins only
+    api("users-list", "user-list", "GET", "/api/v1/users/", **admin_only(200)),
+    api("users-retrieve", "user-detail", "GET", "/api/v1/users/{user}/", **admin_only(200)),
+    api(
+        "users-create",
+        "user-list",
+        "POST",
+        "/api/v1/users/",
+        **admin_only(201),
+        body={"username": "newbie", "role": "viewer"},
+        check=check_user_created,
+    ),
+    api(
+        "users-partial-update",
+        "user-detail",
+        "PATCH",
+        "/api/v1/users/{user}/",
+        **admin_only(200),
+        body={"first_name": "Vic"},
+    ),
+    api("users-put", "user-detail", "PUT", "/api/v1/users/{user}/", **admin_only(405), body={}),
+    api("users-delete", "user-detail", "DELETE", "/api/v1/users/{user}/", **admin_only(405)),
+    # /api/v1/tokens/: everyone their own; admins everyone's
+    api(
+        "tokens-list",
+        "apitoken-list",
+        "GET",
+        "/api/v1/tokens/",
+        **everyone(200),
+        check=check_token_list,
+    ),
+    api(
+        "tokens-create-read",
+        "apitoken-list",
+        "POST",
+        "/api/v1/tokens/",
+        **everyone(201),
+        body={"name": "new-read", "scope": "read"},
+        check=check_token_created,
+    ),
+    api(
+        "tokens-create-write",
+        "apitoken-list",
+        "POST",
+        "/api/v1/tokens/",
+        **operators(201, denied=400),
+        body={"name": "new-write", "scope": "write"},
+        check=check_token_created,
+    ),
+    api(
+        "tokens-retrieve-own",
+        "apitoken-detail",
+        "GET",
+        "/api/v1/tokens/{own_token}/",
+        **everyone(200),
+    ),
+    api(
+        "tokens-retrieve-other",
+        "apitoken-detail",
+        "GET",
+        "/api/v1/tokens/{other_token}/",
+        **admin_only(200, denied=404),
+    ),
+    api(
+        "tokens-revoke-own",
+        "apitoken-detail",
+        "DELETE",
+        "/api/v1/tokens/{own_token}/",
+        **everyone(204),
+        check=check_token_revoked("own"),
+    ),
+    api(
+        "tokens-revoke-other",
+        "apitoken-detail",
+        "DELETE",
+        "/api/v1/tokens/{other_token}/",
+        **admin_only(204, denied=404),
+        check=check_token_revoked("other"),
+    ),
+    api(
+        "tokens-patch",
+        "apitoken-detail",
+        "PATCH",
+        "/api/v1/tokens/{own_token}/",
+        **everyone(405),
+        body={"name": "renamed"},
+    ),
+    # /api/v1/secrets/: everyone reads (no values), operators write
+    api("secrets-list", "secret-list", "GET", "/api/v1/secrets/", **everyone(200)),
+    api("secrets-retrieve", "secret-detail", "GET", "/api/v1/secrets/{secret}/", **everyone(200)),
+    api(
+        "secrets-create",
+        "secret-list",
+        "POST",
+        "/api/v1/secrets/",
+        **operators(201),
+        body=SECRET_BODY,
+        check=check_secret_created,
+    ),
+    api(
+        "secrets-partial-update",
+        "secret-detail",
+        "PATCH",
+        "/api/v1/secrets/{secret}/",
+        **operators(200),
+        body={"description": "changed", "value": "rotated-value-1"},
+    ),
+    api(
+        "secrets-delete",
+        "secret-detail",
+        "DELETE",
+        "/api/v1/secrets/{secret}/",
+        **operators(204),
+        check=check_secret_deleted,
+    ),
+    # /api/v1/history/: read-only for everyone signed in
+    api("history-list", "historyevent-list", "GET", "/api/v1/history/", **everyone(200)),
+    api(
+        "history-retrieve",
+        "historyevent-detail",
+        "GET",
+        "/api/v1/history/{event}/",
+        **everyone(200),
+    ),
+    api(
+        "history-post",
+        "historyevent-list",
+        "POST",
+        "/api/v1/history/",
+        **everyone(405),
+        body={"verb": "created"},
+    ),
+    api(
+        "history-put",
+        "historyevent-detail",
+        "PUT",
+        "/api/v1/history/{event}/",
+        **everyone(405),
+        body={"verb": "created"},
+    ),
+    api(
+        "history-patch",
+        "historyevent-detail",
+        "PATCH",
+        "/api/v1/history/{event}/",
+        **everyone(405),
+        body={"verb": "created"},
+    ),
+    api(
+        "history-delete",
+        "historyevent-detail",
+        "DELETE",
+        "/api/v1/history/{event}/",
+        **everyone(405),
+    ),
+    # Schema and docs
+    api("schema", "api-schema", "GET", "/api/schema/", **everyone(200)),
+    page("docs", "api-docs", "GET", "/api/docs/", **everyone(200)),
+]
+
+PAGE_ROWS = [
+    page("overview", "overview", "GET", "/", **everyone(200)),
+    page("login", "login", "GET", "/login/", **everyone(Redirect("/")), anonymous=200),
+    page("logout", "logout", "POST", "/logout/", **everyone(Redirect(LOGIN_URL))),
+    page("healthz", "healthz", "GET", "/healthz", **everyone(200), anonymous=200),
+    page("readyz", "readyz", "GET", "/readyz", **everyone(200), anonymous=200),
+    page("catalog", "catalog", "GET", "/catalog/", **everyone(200)),
+    page("nodes", "nodes", "GET", "/nodes/", **everyone(200)),
+    page("jobs", "jobs", "GET", "/jobs/", **everyone(200)),
+    page("deployments", "deployments", "GET", "/deployments/", **everyone(200)),
+    page("history", "history", "GET", "/history/", **everyone(200)),
+    page("history-detail", "history-detail", "GET", "/history/{event}/", **everyone(200)),
+    page("settings", "settings", "GET", "/settings/", **everyone(Redirect("/settings/tokens/"))),
+    page("settings-tokens", "settings-tokens", "GET", "/settings/tokens/", **everyone(200)),
+    page(
+        "settings-tokens-create",
+        "settings-tokens",
+        "POST",
+        "/settings/tokens/",
+        **everyone(201),
+        body={"name": "page-token", "scope": "read"},
+    ),
+    page(
+        "settings-token-revoke-own",
+        "settings-token-revoke",
+        "POST",
+        "/settings/tokens/{own_token}/revoke/",
+        **everyone(Redirect("/settings/tokens/")),
+        check=check_token_revoked("own"),
+    ),
+    page(
+        "settings-token-revoke-other",
+        "settings-token-revoke",
+        "POST",
+        "/settings/tokens/{other_token}/revoke/",
+        **admin_only(Redirect("/settings/tokens/"), denied=404),
+        check=check_token_revoked("other"),
+    ),
+    page("settings-secrets", "settings-secrets", "GET", "/settings/secrets/", **everyone(200)),
+    page(
+        "settings-secrets-create",
+        "settings-secrets",
+        "POST",
+        "/settings/secrets/",
+        **operators(Redirect("/settings/secrets/")),
+        body=SECRET_BODY,
+        check=check_secret_created,
+    ),
+    page(
+        "settings-secret-edit",
+        "settings-secret-edit",
+        "GET",
+        "/settings/secrets/{secret}/",
+        **operators(200),
+    ),
+    page(
+        "settings-secret-edit-post",
+        "settings-secret-edit",
+        "POST",
+        "/settings/secrets/{secret}/",
+        **operators(Redirect("/settings/secrets/")),
+        body={"kind": "generic", "description": "edited", "version": "{secret_version}"},
+    ),
+    page(
+        "settings-secret-delete",
+        "settings-secret-delete",
+        "POST",
+        "/settings/secrets/{secret}/delete/",
+        **operators(Redirect("/settings/secrets/")),
+        check=check_secret_deleted,
+    ),
+    page("settings-password", "settings-password", "GET", "/settings/password/", **everyone(200)),
+    page("settings-users", "settings-users", "GET", "/settings/users/", **admin_only(200)),
+    page(
+        "settings-users-create",
+        "settings-users",
+        "POST",
+        "/settings/users/",
+        **admin_only(201),
+        body={"username": "pageuser", "role": "viewer"},
+    ),
+    page(
+        "settings-user-edit",
+        "settings-user-edit",
+        "GET",
+        "/settings/users/{user}/",
+        **admin_only(200),
+    ),
+    page(
+        "settings-user-edit-post",
+        "settings-user-edit",
+        "POST",
+        "/settings/users/{user}/",
+        **admin_only(Redirect("/settings/users/")),
+        body={"role": "operator", "is_active": "on", "version": "{user_version}"},
+    ),
+]
+
+ROWS = API_ROWS + PAGE_ROWS
+COVERED_ROUTES = frozenset(row.route for row in ROWS)
+assert len({row.id for row in ROWS}) == len(ROWS), "row ids must be unique"
+
+
+def _fill(value: Any, values: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return value.format(**values)
+    if isinstance(value, dict):
+        return {key: _fill(item, values) for key, item in value.items()}
+    return value
+
+
+def _keys(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield key
+            yield from _keys(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _keys(item)
+
+
+def _assert_expected(response: Any, expected: Expected, path: str) -> None:
+    if isinstance(expected, Redirect):
+        assert response.status_code == 302, (
+            f"expected a redirect to {expected.to}, got {response.status_code}: "
+            f"{response.content[:300]!r}"
+        )
+        location = response["Location"]
+        assert location.startswith(expected.to), f"redirected to {location}, not {expected.to}"
+        if expected is LOGIN:
+            assert path in location, f"the login redirect {location} should carry next={path}"
+    else:
+        assert response.status_code == expected, (
+            f"expected {expected}, got {response.status_code}: {response.content[:300]!r}"
+        )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.id)
+def test_permission_matrix(row: Row, persona: str, world: World, api_client_for) -> None:
+    values = world.placeholders(persona)
+    path = row.path.format(**values)
+    assert resolve(path).url_name == row.route, f"{path} does not resolve to {row.route}"
+    client: APIClient = api_client_for(persona)
+    kwargs: dict[str, Any] = {}
+    if row.body is not None:
+        kwargs["data"] = _fill(row.body, values)
+        kwargs["format"] = "json" if row.api else "multipart"
+    response = getattr(client, row.method.lower())(path, **kwargs)
+
+    _assert_expected(response, row.expected[persona], path)
+
+    # Invariants on every answer: no secret material, anonymous API calls are challenged.
+    content = response.content if not getattr(response, "streaming", False) else b""
+    assert SECRET_VALUE.encode() not in content
+    assert world.secret.ciphertext.encode() not in content
+    if row.api and persona == "anonymous":
+        assert response["WWW-Authenticate"].startswith("Bearer"), "401 must name the scheme"
+    if (
+        row.route.startswith("secret-")
+        and response["Content-Type"].startswith("application/json")
+        and response.content
+    ):
+        keys = set(_keys(_json(response)))
+        assert not keys & {"value", "ciphertext"}, f"secret answer leaks {keys}"
+    if row.check is not None:
+        row.check(response, persona, world)
+
+
+# --- Token scope --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenRow:
+    id: str
+    route: str
+    method: str
+    path: str
+    scope: str | None  # the operator's token scope sent as Bearer; None = no header
+    expected: int
+    query: str = ""  # a query string carrying the key ({key}), instead of the header
+    body: dict[str, Any] | None = None
+    detail_contains: str = ""
+
+
+TOKEN_ROWS = [
+    TokenRow("read-token-reads", "secret-list", "GET", "/api/v1/secrets/", TokenScope.READ, 200),
+    TokenRow(
+        "read-token-cannot-write",
+        "secret-list",
+        "POST",
+        "/api/v1/secrets/",
+        TokenScope.READ,
+        403,
+        body=SECRET_BODY,
+        detail_contains="read scope",
+    ),
+    TokenRow(
+        "write-token-writes",
+        "secret-list",
+        "POST",
+        "/api/v1/secrets/",
+        TokenScope.WRITE,
+        201,
+        body=SECRET_BODY,
+    ),
+    TokenRow("me-with-token", "me", "GET", "/api/v1/me/", TokenScope.READ, 200),
+    TokenRow("token-in-query", "me", "GET", "/api/v1/me/", None, 401, query="?token={key}"),
+    TokenRow(
+        "access-token-in-query", "me", "GET", "/api/v1/me/", None, 401, query="?access_token={key}"
+    ),
+    TokenRow(
+        "token-in-query-write",
+        "secret-list",
+        "POST",
+        "/api/v1/secrets/",
+        None,
+        401,
+        query="?token={key}",
+        body=SECRET_BODY,
+    ),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("row", TOKEN_ROWS, ids=lambda row: row.id)
+def test_token_scope(row: TokenRow, operator_user: User) -> None:
+    _, read_key = services.create_token(
+        ChangeContext.for_user(operator_user), owner=operator_user, name="r", scope="read"
+    )
+    _, write_key = services.create_token(
+        ChangeContext.for_user(operator_user), owner=operator_user, name="w", scope="write"
+    )
+    client = APIClient()
+    if row.scope is not None:
+        key = read_key if row.scope == TokenScope.READ else write_key
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    path = row.path + row.query.format(key=write_key)
+    assert resolve(row.path).url_name == row.route
+    kwargs: dict[str, Any] = {"format": "json"}
+    if row.body is not None:
+        kwargs["data"] = row.body
+    response = getattr(client, row.method.lower())(path, **kwargs)
+    assert response.status_code == row.expected, response.content
+    if row.detail_contains:
+        assert row.detail_contains in response.json()["detail"]
+    if row.route == "me" and row.expected == 200:
+        assert response.json()["token_scope"] == row.scope
+    if row.expected == 401:
+        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert not Secret.objects.filter(name="new-secret").exists()
+
+
+# --- Completeness ---------------------------------------------------------------------------
+def _walk(resolvers: list[Any], prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    for entry in resolvers:
+        if isinstance(entry, URLResolver):
+            yield from _walk(entry.url_patterns, prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            yield prefix + str(entry.pattern), entry
+
+
+def test_matrix_covers_every_route() -> None:
+    api_routes: dict[str, str] = {}
+    page_routes: dict[str, str] = {}
+    unnamed: list[str] = []
+    for route, pattern in _walk(get_resolver().url_patterns):
+        if not pattern.name:
+            unnamed.append(route)
+            continue
+        target = api_routes if route.lstrip("^").startswith("api/") else page_routes
+        target.setdefault(pattern.name, route)
+    assert not unnamed, f"routes without a name cannot be tracked by the matrix: {unnamed}"
+    assert api_routes, "the resolver walk found no API routes"
+    missing = {
+        name: route
+        for name, route in {**api_routes, **page_routes}.items()
+        if name not in COVERED_ROUTES
+    }
+    assert not missing, (
+        "routes missing from the permission matrix (add rows to API_ROWS / PAGE_ROWS in "
+        f"tests/core/test_permissions_matrix.py): {missing}"
+    )
+    stale = COVERED_ROUTES - set(api_routes) - set(page_routes)
+    assert not stale, f"matrix rows name routes that do not exist: {sorted(stale)}"
+
+
+def test_personas_have_the_expected_roles(personas) -> None:
+    assert personas["admin"].role == Role.ADMIN
+    assert personas["operator"].role == Role.OPERATOR
+    assert personas["viewer"].role == Role.VIEWER
+    assert personas["anonymous"] is None

@@ -114,10 +114,12 @@ class EnvReader:
         value = self.secret(name, required=required)
         return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
 
-    def database(self, name: str, default: str) -> dict[str, Any]:
+    def database(self, name: str, default: str, *, conn_max_age: int = 60) -> dict[str, Any]:
         value = self.secret(name) or default
         try:
-            config = dj_database_url.parse(value, conn_max_age=60, conn_health_checks=True)
+            config = dj_database_url.parse(
+                value, conn_max_age=conn_max_age, conn_health_checks=True
+            )
         except ValueError as exc:
             raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
         engine = config.get("ENGINE", "")

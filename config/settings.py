@@ -98,7 +98,14 @@ TEMPLATES = [
 _default_db = f"sqlite:///{STATE_DIR / 'fleet.sqlite3'}"
 if PRODUCTION and not env.is_set("DATABASE_URL"):
     raise ImproperlyConfigured("DATABASE_URL must be set with FLEET_ENV=production.")
-DATABASES = {"default": env.database("DATABASE_URL", _default_db)}
+DATABASES = {
+    "default": env.database(
+        "DATABASE_URL",
+        _default_db,
+        # seconds a connection is reused; 0 closes it after each request
+        conn_max_age=env.integer("FLEET_DB_CONN_MAX_AGE", 60, minimum=0),
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded mode runs web, worker and beat as separate processes on one file.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -125,10 +132,27 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# --- Nodes ----------------------------------------------------------------------------------
+# A ready node with no heartbeat for this long (server receive time) becomes unreachable.
+FLEET_NODE_GRACE_SECONDS = env.integer("FLEET_NODE_GRACE_SECONDS", 20, minimum=2)
+FLEET_HEARTBEAT_INTERVAL_SECONDS = env.integer("FLEET_HEARTBEAT_INTERVAL_SECONDS", 5, minimum=1)
+FLEET_LIVENESS_SWEEP_SECONDS = env.integer("FLEET_LIVENESS_SWEEP_SECONDS", 2, minimum=1)
+FLEET_NODE_DISK_FREE_MIN_PERCENT = env.integer("FLEET_NODE_DISK_FREE_MIN_PERCENT", 10, minimum=0)
+FLEET_NODE_CLOCK_SKEW_SECONDS = env.integer("FLEET_NODE_CLOCK_SKEW_SECONDS", 30, minimum=1)
+# How long an order to a node stays valid; an agent that gets it later drops it.
+FLEET_COMMAND_TTL_SECONDS = env.integer("FLEET_COMMAND_TTL_SECONDS", 60, minimum=5)
+# Largest heartbeat body accepted (bytes).
+FLEET_HEARTBEAT_MAX_BYTES = env.integer("FLEET_HEARTBEAT_MAX_BYTES", 262144, minimum=4096)
+
 CELERY_BEAT_SCHEDULE = {
     "clear-expired-sessions": {
         "task": "core.tasks.clear_expired_sessions",
         "schedule": crontab(minute=17),
+    },
+    "fleet-liveness-sweep": {
+        "task": "fleet.tasks.sweep_liveness",
+        "schedule": float(FLEET_LIVENESS_SWEEP_SECONDS),
+        "options": {"expires": float(FLEET_LIVENESS_SWEEP_SECONDS)},
     },
 }
 if REDIS_URL:
@@ -154,6 +178,10 @@ else:
         "store_processed": False,
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The broker URL handed to joining agents (they consume their own queue on it). Defaults to
+# the control plane's own broker; set it when agents reach the broker by another address.
+FLEET_AGENT_BROKER_URL = env.secret("FLEET_AGENT_BROKER_URL") or CELERY_BROKER_URL
 
 # --- Encryption of stored secrets -----------------------------------------------------------
 FLEET_ENCRYPTION_KEYS: list[str] = env.secret_list(

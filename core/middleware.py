@@ -51,11 +51,13 @@ class LoginRequiredMiddleware(DjangoLoginRequired):
         view_kwargs: Any,
     ) -> HttpResponse | None:
         view_class = getattr(view_func, "cls", None) or getattr(view_func, "view_class", None)
-        if (
-            isinstance(view_class, type)
-            and issubclass(view_class, APIView)
-            and not getattr(view_class, "login_redirect", False)
-        ):
-            return None
-        response = super().process_view(request, view_func, view_args, view_kwargs)
-        return response  # type: ignore[return-value]
+        if isinstance(view_class, type) and issubclass(view_class, APIView):
+            if not getattr(view_class, "login_redirect", False):
+                return None
+            # DRF marks its views login_required=False, so decide here for people's pages.
+            if request.user.is_authenticated:
+                return None
+            response = self.handle_no_permission(request, view_func)
+            return response  # type: ignore[return-value]
+        result = super().process_view(request, view_func, view_args, view_kwargs)
+        return result  # type: ignore[return-value]

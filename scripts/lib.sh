@@ -107,3 +107,21 @@ ensure_chromium() {
     say "installing Chromium (for the browser tests)"
     apt_install chromium chromium-driver fonts-dejavu-core
 }
+
+# ensure_database URL: create the PostgreSQL database named in URL when it is missing.
+ensure_database() {
+    "$PY" - "$1" <<'PYEOF'
+import sys
+from urllib.parse import urlsplit
+
+import psycopg
+
+url = urlsplit(sys.argv[1])
+name = url.path.lstrip("/")
+admin = url._replace(path="/postgres").geturl()
+with psycopg.connect(admin, autocommit=True) as conn:
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        print(f"created database {name}", file=sys.stderr)
+PYEOF
+}

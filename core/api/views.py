@@ -174,3 +174,4 @@ class HistoryEventViewSet(
     filterset_class = HistoryEventFilterSet
     ordering_fields = ["occurred_at", "id"]
     read_role = Role.VIEWER
+    write_role = Role.VIEWER  # there are no write actions: writes answer 405 to everyone

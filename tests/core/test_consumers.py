@@ -12,7 +12,7 @@ from config.asgi import application
 from core import services
 from core.history import ChangeContext
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost")
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from fleet.agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,216 @@
+"""``python manage.py fleet_agent`` / ``python -m fleet.agent``: join, heartbeat, run commands.
+
+This module and everything it imports stay free of Django: the agent runs on hosts without
+the control plane's settings and never touches its database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_ready
+
+from fleet.agent import worker
+from fleet.agent.client import ServerClient, ServerRefused, ServerUnreachable, backoff_delay
+from fleet.agent.docker_driver import DockerDriver
+from fleet.agent.inventory import collect_inventory
+from fleet.agent.state import AgentState
+from fleet.agent.version import AGENT_VERSION
+
+log = logging.getLogger("fleet.agent")
+
+EXIT_REFUSED = 3
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="fleet_agent",
+        description="SLM Fleet node agent: joins a control plane and runs its orders.",
+    )
+    parser.add_argument(
+        "--server", required=True, help="control plane URL, e.g. https://fleet.example.com"
+    )
+    parser.add_argument(
+        "--join-token",
+        default=os.environ.get("FLEET_JOIN_TOKEN"),
+        help="join token (first start only; or FLEET_JOIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--name",
+        default=socket.gethostname().split(".")[0].lower(),
+        help="node name (default: host name)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="where the agent keeps its state and models"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        help="seconds between heartbeats (default: what the server says)",
+    )
+    parser.add_argument(
+        "--docker-url", default=None, help="Docker engine URL (default: from the environment)"
+    )
+    parser.add_argument(
+        "--ca-file", default=None, help="CA bundle to verify the server's TLS certificate"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parser.parse_args(argv)
+
+
+def inventory(
+    args: argparse.Namespace, node_id: str | None, docker: DockerDriver
+) -> dict[str, Any]:
+    return collect_inventory(
+        data_dir=args.data_dir, docker=docker, node_id=node_id, agent_version=AGENT_VERSION
+    )
+
+
+def join(args: argparse.Namespace, client: ServerClient, docker: DockerDriver) -> AgentState:
+    if not args.join_token:
+        raise SystemExit(
+            f"No node credential in {args.data_dir} and no --join-token given. Create a join token "
+            "in the console (Nodes → Join tokens) and pass it with --join-token."
+        )
+    attempt = 0
+    while True:
+        try:
+            joined = client.join(args.join_token, args.name, inventory(args, None, docker))
+            break
+        except ServerRefused as refused:
+            raise SystemExit(
+                f"The control plane refused to let this node join: {refused.detail}"
+            ) from None
+        except ServerUnreachable as exc:
+            delay = backoff_delay(attempt)
+            log.warning("cannot join yet: %s; retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            attempt += 1
+    state = AgentState(
+        server=args.server,
+        node_id=joined["node_id"],
+        name=joined["name"],
+        credential=joined["credential"],
+        queue=joined["queue"],
+        broker_url=joined["broker_url"],
+        broker_transport_options=joined.get("broker_transport_options") or {},
+        heartbeat_interval_seconds=joined.get("heartbeat_interval_seconds", 5),
+    )
+    state.save(args.data_dir)
+    log.info(
+        "joined as node %s (id %s); credential stored in %s",
+        state.name,
+        state.node_id,
+        args.data_dir,
+    )
+    return state
+
+
+class Heartbeats(threading.Thread):
+    """Sends inventory every interval; backs off while the server is unreachable."""
+
+    def __init__(self, args: argparse.Namespace, state: AgentState) -> None:
+        super().__init__(name="heartbeats", daemon=True)
+        self.args = args
+        self.state = state
+        self.interval = args.heartbeat_interval or state.heartbeat_interval_seconds
+        self.stopping = threading.Event()
+        self.exit_message: str | None = None
+
+    def run(self) -> None:
+        client = ServerClient(self.args.server, ca_file=self.args.ca_file)
+        docker = DockerDriver(base_url=self.args.docker_url)
+        failures = 0
+        while not self.stopping.is_set():
+            client.credential = self.state.credential
+            try:
+                answer = client.heartbeat(inventory(self.args, str(self.state.node_id), docker))
+            except ServerRefused as refused:
+                if refused.status in (401, 403):
+                    self.fatal(f"The control plane no longer accepts this node: {refused.detail}")
+                    return
+                log.error("heartbeat refused (%s): %s", refused.status, refused.detail)
+                failures += 1
+            except ServerUnreachable as exc:
+                failures += 1
+                delay = min(self.interval, backoff_delay(failures))
+                log.warning("heartbeat failed: %s; retrying in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+                continue
+            except Exception:
+                log.exception("heartbeat failed")
+                failures += 1
+            else:
+                if failures:
+                    log.info("control plane reachable again")
+                failures = 0
+                new_credential = answer.get("new_credential")
+                if new_credential and new_credential != self.state.credential:
+                    self.state.credential = new_credential
+                    self.state.save(self.args.data_dir)
+                    log.info("node credential rotated; the new one is stored")
+                self.interval = self.args.heartbeat_interval or answer.get(
+                    "interval_seconds", self.interval
+                )
+            self.stopping.wait(self.interval)
+
+    def fatal(self, message: str) -> None:
+        log.error("%s — stopping the agent.", message)
+        self.exit_message = message
+        os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the Celery worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s agent[%(threadName)s] %(message)s"
+    )
+    args.data_dir = args.data_dir.resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    client = ServerClient(args.server, ca_file=args.ca_file)
+    docker = DockerDriver(base_url=args.docker_url)
+    state = AgentState.load(args.data_dir)
+    if state is None or state.server.rstrip("/") != args.server.rstrip("/"):
+        state = join(args, client, docker)
+    docker.close()
+
+    worker.Runtime.data_dir = args.data_dir
+    worker.Runtime.server = args.server
+    worker.Runtime.ca_file = args.ca_file
+    worker.Runtime.docker_url = args.docker_url
+    app = worker.configure(state)
+    heartbeats = Heartbeats(args, state)
+
+    @worker_ready.connect(weak=False)
+    def start_heartbeats(**_: Any) -> None:  # after the pool has forked its child
+        heartbeats.start()
+
+    log.info("node %s (id %s) consuming queue %s", state.name, state.node_id, state.queue)
+    celery_worker = app.Worker(
+        queues=[state.queue],
+        concurrency=1,
+        pool="prefork",
+        hostname=f"agent-{state.name}@{socket.gethostname()}",
+        loglevel=args.log_level,
+        without_heartbeat=True,
+        without_gossip=True,
+        without_mingle=True,
+    )
+    celery_worker.start()
+    heartbeats.stopping.set()
+    if heartbeats.exit_message:
+        print(f"fleet_agent: {heartbeats.exit_message}", file=sys.stderr)
+        return EXIT_REFUSED
+    return int(celery_worker.exitcode or 0)

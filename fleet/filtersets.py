@@ -13,7 +13,9 @@ from fleet.models import Node
 
 
 class NodeFilterSet(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=NodeState.choices, method="filter_status")
+    status = django_filters.ChoiceFilter(
+        choices=NodeState.choices, method="filter_status", label="Status"
+    )
     label = django_filters.CharFilter(method="filter_label", label="Label (key=value or key)")
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
     cordoned = django_filters.BooleanFilter()

@@ -185,7 +185,7 @@ class AgentHeartbeatView(APIView):
     @extend_schema(
         request={"application/json": {"type": "object"}},
         responses={200: OpenApiResponse(description="Accepted; may carry new_credential")},
-        auth=["nodeCredential"],
+        auth=[{"nodeCredential": []}],  # type: ignore[list-item]
     )
     def post(self, request: Request) -> Response:
         parts = request.headers.get("Authorization", "").split()

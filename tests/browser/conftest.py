@@ -1,6 +1,6 @@
 """Browser fixtures: Debian's Chromium driven by Playwright's sync API.
 
-One Chromium per test session (starting it takes a second or two); each test gets a fresh
+One Chromium per test module (starting it takes a second or two); each test gets a fresh
 browser context (its own cookies and storage) and a page in it. Playwright's bundled
 browsers are never downloaded: we launch the system Chromium at /usr/bin/chromium.
 """
@@ -12,13 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-# Playwright's sync API keeps an asyncio event loop running in this thread (driven through
-# greenlets), so Django's async-safety check sees "a running loop" and raises
-# SynchronousOnlyOperation on every ORM call the tests and fixtures make (database flush,
-# personas). Those calls really are synchronous and never run inside the loop, so the
-# check is a false alarm here; this only affects the test process, not the live server.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "var" / "test" / "artifacts" / "screenshots"
@@ -35,10 +28,28 @@ CHROMIUM_ARGS = [
 DEFAULT_TIMEOUT_MS = 15_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(autouse=True, scope="module")
+def _allow_orm_beside_playwright() -> Iterator[None]:
+    """Playwright's sync API keeps an asyncio loop running in this thread (through greenlets),
+    so Django's async-safety check sees "a running loop" and raises SynchronousOnlyOperation
+    on the ORM calls the tests and fixtures make (database flush, personas). Those calls are
+    really synchronous and never run inside the loop, so the check is a false alarm here.
+    Only the browser tests get this, and only for their duration (database flush included)."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    # The loop Playwright runs must be gone before other modules' async tests start,
+    # hence one Chromium per module rather than per session.
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM}")
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run scripts/test, which installs it")
     # Imported here so that collecting the other test folders never needs Playwright.
     from playwright.sync_api import sync_playwright
 

@@ -21,6 +21,8 @@ from core import services
 from core.choices import Role, SecretKind, TokenScope
 from core.history import ChangeContext
 from core.models import ApiToken, HistoryEvent, Secret, User
+from fleet import services as fleet_services
+from fleet.models import JoinToken, Node, NodeCommand
 
 PERSONAS = ("admin", "operator", "viewer", "anonymous")
 SECRET_VALUE = "hf_matrix-plaintext-must-never-leak-0123456789"
@@ -41,6 +43,9 @@ class World:
     keys: dict[str, str]
     secret: Secret
     event: HistoryEvent
+    node: Node
+    join_token: JoinToken
+    command: NodeCommand
 
     def placeholders(self, persona: str) -> dict[str, Any]:
         """Values for the ``{name}`` placeholders of paths and bodies, seen by ``persona``."""
@@ -58,6 +63,9 @@ class World:
             "event": self.event.pk,
             "user": subject.pk,
             "user_version": subject.version,
+            "node": self.node.pk,
+            "join_token": self.join_token.pk,
+            "command": self.command.pk,
         }
 
 
@@ -82,7 +90,21 @@ def world(personas) -> World:
         tokens[persona], keys[persona] = token, key
     event = HistoryEvent.objects.order_by("-pk").first()
     assert event is not None, "creating a secret and tokens should have left history events"
-    return World(users=personas, tokens=tokens, keys=keys, secret=secret, event=event)
+    join_token, join_key = fleet_services.create_join_token(
+        ChangeContext.for_user(admin), name="matrix", max_uses=2
+    )
+    node, _ = fleet_services.join_node(join_key=join_key, name="matrix-node")
+    command = fleet_services.send_command(ChangeContext.for_user(admin), node, "probe")
+    return World(
+        users=personas,
+        tokens=tokens,
+        keys=keys,
+        secret=secret,
+        event=event,
+        node=node,
+        join_token=join_token,
+        command=command,
+    )
 
 
 # --- Expectations ---------------------------------------------------------------------------
@@ -402,6 +424,86 @@ API_ROWS = [
     page("docs", "api-docs", "GET", "/api/docs/", **everyone(200)),
 ]
 
+FLEET_API_ROWS = [
+    api("nodes-list", "node-list", "GET", "/api/v1/nodes/", **everyone(200)),
+    api("nodes-retrieve", "node-detail", "GET", "/api/v1/nodes/{node}/", **everyone(200)),
+    api(
+        "nodes-partial-update",
+        "node-detail",
+        "PATCH",
+        "/api/v1/nodes/{node}/",
+        **operators(200),
+        body={"cordoned": True, "labels": {"zone": "a"}},
+    ),
+    api("nodes-put", "node-detail", "PUT", "/api/v1/nodes/{node}/", **operators(405), body={}),
+    api("nodes-delete", "node-detail", "DELETE", "/api/v1/nodes/{node}/", **operators(204)),
+    api(
+        "nodes-rotate-credential",
+        "node-rotate-credential",
+        "POST",
+        "/api/v1/nodes/{node}/rotate-credential/",
+        **operators(200),
+    ),
+    api("nodes-probe", "node-probe", "POST", "/api/v1/nodes/{node}/probe/", **operators(202)),
+    api("node-commands-list", "nodecommand-list", "GET", "/api/v1/node-commands/", **everyone(200)),
+    api(
+        "node-commands-retrieve",
+        "nodecommand-detail",
+        "GET",
+        "/api/v1/node-commands/{command}/",
+        **everyone(200),
+    ),
+    api("join-tokens-list", "jointoken-list", "GET", "/api/v1/join-tokens/", **operators(200)),
+    api(
+        "join-tokens-create",
+        "jointoken-list",
+        "POST",
+        "/api/v1/join-tokens/",
+        **operators(201),
+        body={"name": "api-join", "max_uses": 3, "labels": {"rack": "r1"}},
+    ),
+    api(
+        "join-tokens-retrieve",
+        "jointoken-detail",
+        "GET",
+        "/api/v1/join-tokens/{join_token}/",
+        **operators(200),
+    ),
+    api(
+        "join-tokens-revoke",
+        "jointoken-detail",
+        "DELETE",
+        "/api/v1/join-tokens/{join_token}/",
+        **operators(204),
+    ),
+    # Agent endpoints take node credentials only: people (signed in or not) are refused.
+    api(
+        "agent-join-no-token",
+        "agent-join",
+        "POST",
+        "/api/v1/agent/join/",
+        **everyone(400),
+        anonymous=400,
+        body={},
+    ),
+    api(
+        "agent-heartbeat",
+        "agent-heartbeat",
+        "POST",
+        "/api/v1/agent/heartbeat/",
+        **everyone(401),
+        body={},
+    ),
+    api(
+        "agent-command-result",
+        "agent-command-result",
+        "POST",
+        "/api/v1/agent/commands/{command}/result/",
+        **everyone(401),
+        body={"result": {}},
+    ),
+]
+
 PAGE_ROWS = [
     page("overview", "overview", "GET", "/", **everyone(200)),
     page("login", "login", "GET", "/login/", **everyone(Redirect("/")), anonymous=200),
@@ -500,7 +602,35 @@ PAGE_ROWS = [
     ),
 ]
 
-ROWS = API_ROWS + PAGE_ROWS
+FLEET_PAGE_ROWS = [
+    page("nodes-detail", "nodes-detail", "GET", "/nodes/{node}/", **everyone(200)),
+    page(
+        "nodes-action-cordon",
+        "nodes-action",
+        "POST",
+        "/nodes/{node}/action/",
+        **operators(Redirect("/nodes/")),
+        body={"action": "cordon"},
+    ),
+    page("nodes-join-tokens", "nodes-join-tokens", "GET", "/nodes/join-tokens/", **operators(200)),
+    page(
+        "nodes-join-tokens-create",
+        "nodes-join-tokens",
+        "POST",
+        "/nodes/join-tokens/",
+        **operators(201),
+        body={"name": "page-join", "max_uses": "2", "expires_in_hours": "24", "labels": "a=b"},
+    ),
+    page(
+        "nodes-join-token-revoke",
+        "nodes-join-token-revoke",
+        "POST",
+        "/nodes/join-tokens/{join_token}/revoke/",
+        **operators(Redirect("/nodes/join-tokens/")),
+    ),
+]
+
+ROWS = API_ROWS + FLEET_API_ROWS + PAGE_ROWS + FLEET_PAGE_ROWS
 COVERED_ROUTES = frozenset(row.route for row in ROWS)
 assert len({row.id for row in ROWS}) == len(ROWS), "row ids must be unique"
 
@@ -559,7 +689,7 @@ def test_permission_matrix(row: Row, persona: str, world: World, api_client_for)
     content = response.content if not getattr(response, "streaming", False) else b""
     assert SECRET_VALUE.encode() not in content
     assert world.secret.ciphertext.encode() not in content
-    if row.api and persona == "anonymous":
+    if row.api and persona == "anonymous" and response.status_code == 401:
         assert response["WWW-Authenticate"].startswith("Bearer"), "401 must name the scheme"
     if (
         row.route.startswith("secret-")

@@ -1,4 +1,4 @@
-"""Run the embedded product: web (ASGI), Celery worker and Celery beat, supervised together.
+"""Run the embedded product: web (ASGI), Celery worker, Celery beat and the local node's agent.
 
 Ctrl-C (SIGINT) or SIGTERM stops all three cleanly; if one of them dies, the others are
 stopped too and the command exits non-zero, so a supervisor (systemd, a terminal) sees it.
@@ -25,6 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+        parser.add_argument(
+            "--no-local-node",
+            action="store_true",
+            help="do not run an agent that joins this machine as node 'local'",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         state = settings.STATE_DIR
@@ -73,6 +78,8 @@ class Command(BaseCommand):
                 str(state / "celerybeat-schedule"),
             ],
         }
+        if not options["no_local_node"]:
+            commands["agent"] = self.local_agent_command(options["host"], options["port"])
         stopping = False
 
         def request_stop(signum: int, frame: Any) -> None:
@@ -96,17 +103,59 @@ class Command(BaseCommand):
         self.stdout.flush()
         failed = None
         while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    failed = f"{name} exited with status {child.returncode}"
-                    stopping = True
-                    break
+            for name, child in list(children.items()):
+                if child.poll() is None:
+                    continue
+                if name == "agent":  # the console stays up without its local node
+                    self.stderr.write(
+                        f"the local node's agent exited with status {child.returncode}; "
+                        "web, worker and beat keep running (see its log lines above)"
+                    )
+                    del children[name]
+                    continue
+                failed = f"{name} exited with status {child.returncode}"
+                stopping = True
+                break
             time.sleep(0.3)
         self.stdout.write("stopping web, worker and beat…")
         self._stop_all(children)
         if failed:
             raise CommandError(f"{failed}; everything was stopped. See its log lines above.")
         self.stdout.write("stopped.")
+
+    def local_agent_command(self, host: str, port: int) -> list[str]:
+        """The embedded mode's own node: an agent that joins this machine as ``local``."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from core.history import ChangeContext
+        from fleet import services
+        from fleet.agent.state import STATE_FILE
+
+        data_dir = settings.STATE_DIR / "agent"
+        command = [
+            sys.executable,
+            "-m",
+            "fleet.agent",
+            "--server",
+            f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",  # noqa: S104
+            "--name",
+            "local",
+            "--data-dir",
+            str(data_dir),
+        ]
+        if not (data_dir / STATE_FILE).exists():
+            _, key = services.create_join_token(
+                ChangeContext.system(
+                    "runfleet", reason="embedded mode: this machine joins as 'local'"
+                ),
+                name="embedded local node",
+                max_uses=1,
+                expires_at=timezone.now() + timedelta(minutes=30),
+            )
+            command += ["--join-token", key]
+        return command
 
     def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
         for child in children.values():

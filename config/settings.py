@@ -141,6 +141,9 @@ FLEET_NODE_DISK_FREE_MIN_PERCENT = env.integer("FLEET_NODE_DISK_FREE_MIN_PERCENT
 FLEET_NODE_CLOCK_SKEW_SECONDS = env.integer("FLEET_NODE_CLOCK_SKEW_SECONDS", 30, minimum=1)
 # How long an order to a node stays valid; an agent that gets it later drops it.
 FLEET_COMMAND_TTL_SECONDS = env.integer("FLEET_COMMAND_TTL_SECONDS", 60, minimum=5)
+# A running job's lease: an agent or worker that stops renewing it this long loses the job,
+# and the reconciler queues it again (resuming where it stopped).
+FLEET_JOB_LEASE_SECONDS = env.integer("FLEET_JOB_LEASE_SECONDS", 60, minimum=5)
 # Largest heartbeat body accepted (bytes).
 FLEET_HEARTBEAT_MAX_BYTES = env.integer("FLEET_HEARTBEAT_MAX_BYTES", 262144, minimum=4096)
 
@@ -182,6 +185,29 @@ else:
 # The broker URL handed to joining agents (they consume their own queue on it). Defaults to
 # the control plane's own broker; set it when agents reach the broker by another address.
 FLEET_AGENT_BROKER_URL = env.secret("FLEET_AGENT_BROKER_URL") or CELERY_BROKER_URL
+
+# --- Model catalog and the fleet model store --------------------------------------------------
+# The upstream hub the catalog imports from (a Hugging Face Hub compatible endpoint).
+FLEET_HF_ENDPOINT = env.string("FLEET_HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+# Where the control plane keeps model files, content-addressed by sha256.
+FLEET_MODEL_STORE = Path(env.string("FLEET_MODEL_STORE", str(STATE_DIR / "store")))
+# With a front proxy (nginx), the mirror answers with X-Accel-Redirect to this internal
+# location instead of streaming the file itself; empty = stream from Python.
+FLEET_MIRROR_ACCEL_REDIRECT = env.string("FLEET_MIRROR_ACCEL_REDIRECT", "")
+# Licences allowed for deployment until an admin changes the policy in the console.
+FLEET_DEFAULT_ALLOWED_LICENCES = env.strings(
+    "FLEET_DEFAULT_ALLOWED_LICENCES",
+    [
+        "apache-2.0",
+        "mit",
+        "bsd-2-clause",
+        "bsd-3-clause",
+        "isc",
+        "cc-by-4.0",
+        "cc0-1.0",
+        "unlicense",
+    ],
+)
 
 # --- Encryption of stored secrets -----------------------------------------------------------
 FLEET_ENCRYPTION_KEYS: list[str] = env.secret_list(

@@ -180,3 +180,22 @@ class HistoryEvent(models.Model):
         from core.history import target_url
 
         return target_url(self.target_type, self.target_id)
+
+
+class Setting(VersionedModel):
+    """A fleet-wide setting changed from the console (e.g. the licence policy)."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+from core.jobs import Job  # noqa: E402  (the jobs base lives in its own module)
+
+__all__ = ["ApiToken", "HistoryEvent", "Job", "Secret", "Setting", "User", "VersionedModel"]

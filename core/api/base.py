@@ -42,8 +42,20 @@ def expected_version(request: Request) -> int | None:
     return int(match.group(1))
 
 
+def validated_data(serializer_class: Any, request: Request) -> dict[str, Any]:
+    """The request body checked by ``serializer_class`` (400 with per-field errors if not)."""
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
 class FleetViewSetMixin:
     """Adds ETag on single-object answers and builds change contexts from requests."""
+
+    def validated(self, serializer_class: Any) -> tuple[dict[str, Any], ChangeContext]:
+        """The validated body without its ``reason``, and the change context carrying it."""
+        data = validated_data(serializer_class, self.request)  # type: ignore[attr-defined]
+        return data, self.change_context(data.pop("reason", ""))
 
     def change_context(self, reason: str | None = None) -> ChangeContext:
         return ChangeContext.from_request(self.request, reason=reason)  # type: ignore[attr-defined]

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
@@ -29,12 +27,6 @@ from core.choices import Role
 from core.errors import check_version
 from core.filtersets import ApiTokenFilterSet, HistoryEventFilterSet, UserFilterSet
 from core.models import ApiToken, HistoryEvent, Secret, User
-
-
-def _validated(serializer_class: Any, request: Request, **kwargs: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 class MeView(APIView):
@@ -67,20 +59,16 @@ class UserViewSet(
 
     @extend_schema(request=UserCreateSerializer, responses={201: UserCreatedSerializer})
     def create(self, request: Request) -> Response:
-        data = _validated(UserCreateSerializer, request)
-        reason = data.pop("reason", "")
-        user, one_time_password = services.create_user(self.change_context(reason), **data)
+        data, ctx = self.validated(UserCreateSerializer)
+        user, one_time_password = services.create_user(ctx, **data)
         user.one_time_password = one_time_password  # type: ignore[attr-defined]
         return Response(UserCreatedSerializer(user).data, status=201)
 
     @extend_schema(request=UserUpdateSerializer, responses=UserSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         user = self.get_object()
-        data = _validated(UserUpdateSerializer, request)
-        reason = data.pop("reason", "")
-        user = services.update_user(
-            self.change_context(reason), user, expected_version=expected_version(request), **data
-        )
+        data, ctx = self.validated(UserUpdateSerializer)
+        user = services.update_user(ctx, user, expected_version=expected_version(request), **data)
         return Response(UserSerializer(user).data)
 
 
@@ -106,11 +94,10 @@ class ApiTokenViewSet(
 
     @extend_schema(request=ApiTokenCreateSerializer, responses={201: ApiTokenCreatedSerializer})
     def create(self, request: Request) -> Response:
-        data = _validated(ApiTokenCreateSerializer, request)
-        reason = data.pop("reason", "")
+        data, ctx = self.validated(ApiTokenCreateSerializer)
         assert isinstance(request.user, User)
         token, key = services.create_token(
-            self.change_context(reason),
+            ctx,
             owner=request.user,
             **data,  # type: ignore[arg-type]
         )
@@ -140,18 +127,16 @@ class SecretViewSet(
 
     @extend_schema(request=SecretCreateSerializer, responses={201: SecretSerializer})
     def create(self, request: Request) -> Response:
-        data = _validated(SecretCreateSerializer, request)
-        reason = data.pop("reason", "")
-        secret = services.create_secret(self.change_context(reason), **data)
+        data, ctx = self.validated(SecretCreateSerializer)
+        secret = services.create_secret(ctx, **data)
         return Response(SecretSerializer(secret).data, status=201)
 
     @extend_schema(request=SecretUpdateSerializer, responses=SecretSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         secret = self.get_object()
-        data = _validated(SecretUpdateSerializer, request)
-        reason = data.pop("reason", "")
+        data, ctx = self.validated(SecretUpdateSerializer)
         secret = services.update_secret(
-            self.change_context(reason), secret, expected_version=expected_version(request), **data
+            ctx, secret, expected_version=expected_version(request), **data
         )
         return Response(SecretSerializer(secret).data)
 

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from core.api.base import FleetModelViewSet, expected_version
+from core.api.base import FleetModelViewSet, expected_version, validated_data
 from core.choices import Role
 from core.errors import check_version
 from fleet import services
@@ -36,12 +36,6 @@ from fleet.choices import CommandKind
 from fleet.filtersets import NodeFilterSet
 from fleet.heartbeats import handle_heartbeat
 from fleet.models import JoinToken, Node, NodeCommand
-
-
-def _validated(serializer_class: Any, request: Request) -> dict[str, Any]:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 def agent_command(server_url: str, join_key: str, name: str = "NODE-NAME") -> str:
@@ -79,11 +73,8 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FleetModelVi
     @extend_schema(request=NodeUpdateSerializer, responses=NodeDetailSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         node = self.get_object()
-        data = _validated(NodeUpdateSerializer, request)
-        reason = data.pop("reason", "")
-        node = services.update_node(
-            self.change_context(reason), node, expected_version=expected_version(request), **data
-        )
+        data, ctx = self.validated(NodeUpdateSerializer)
+        node = services.update_node(ctx, node, expected_version=expected_version(request), **data)
         return Response(NodeDetailSerializer(node).data)
 
     @extend_schema(summary="Delete a node (its credential stops working at once)")
@@ -133,9 +124,8 @@ class JoinTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FleetMo
 
     @extend_schema(request=JoinTokenCreateSerializer, responses={201: JoinTokenCreatedSerializer})
     def create(self, request: Request) -> Response:
-        data = _validated(JoinTokenCreateSerializer, request)
-        reason = data.pop("reason", "")
-        token, key = services.create_join_token(self.change_context(reason), **data)
+        data, ctx = self.validated(JoinTokenCreateSerializer)
+        token, key = services.create_join_token(ctx, **data)
         token.key = key  # type: ignore[attr-defined]
         token.command = agent_command(server_url(request), key)  # type: ignore[attr-defined]
         return Response(JoinTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
@@ -159,7 +149,7 @@ class AgentJoinView(APIView):
 
     @extend_schema(request=AgentJoinSerializer, responses={201: AgentJoinedSerializer}, auth=[])
     def post(self, request: Request) -> Response:
-        data = _validated(AgentJoinSerializer, request)
+        data = validated_data(AgentJoinSerializer, request)
         node, credential = services.join_node(
             join_key=data["join_token"], name=data["name"], inventory=data["inventory"]
         )
@@ -207,7 +197,7 @@ class AgentCommandResultView(APIView):
 
     @extend_schema(request=CommandResultSerializer, responses=NodeCommandSerializer)
     def post(self, request: Request, pk: int) -> Response:
-        data = _validated(CommandResultSerializer, request)
+        data = validated_data(CommandResultSerializer, request)
         node = request.auth
         assert isinstance(node, Node)
         command = services.complete_command(node, pk, result=data["result"], error=data["error"])

@@ -152,6 +152,7 @@ def validate_heartbeat(payload: Any) -> dict[str, Any]:
 @dataclass
 class HeartbeatRow:
     credential_hash: str
+    credential_prefix: str
     inventory: dict[str, Any]
     received_at: datetime
     request_id: str = ""
@@ -178,8 +179,11 @@ def make_row(
         if sent_at.tzinfo is None:
             sent_at = sent_at.replace(tzinfo=UTC)
         skew = round((sent_at - received_at).total_seconds(), 3)
+    from fleet.models import NODE_CREDENTIAL_PREFIX
+
     return HeartbeatRow(
         credential_hash=hash_secret(credential),
+        credential_prefix=credential[: len(NODE_CREDENTIAL_PREFIX) + 6],
         inventory=inventory,
         received_at=received_at,
         request_id=request_id,
@@ -234,6 +238,7 @@ def ingest_batch(rows: list[HeartbeatRow]) -> list[HeartbeatResult]:
             node = pending[row.credential_hash]
             Node.objects.filter(pk=node.pk, pending_credential_hash=row.credential_hash).update(
                 credential_hash=row.credential_hash,
+                credential_prefix=row.credential_prefix,
                 pending_credential_hash="",
                 pending_credential_ciphertext="",
             )
@@ -284,6 +289,13 @@ def handle_heartbeat(
     return ingest_batch([prepared])[0]
 
 
+def too_large() -> HeartbeatResult:
+    limit = settings.FLEET_HEARTBEAT_MAX_BYTES
+    return HeartbeatResult(
+        413, {"detail": f"A heartbeat is at most {limit} bytes.", "code": "too_large"}
+    )
+
+
 def prepare(
     credential: str | None, body: bytes, received_at: datetime, request_id: str = ""
 ) -> HeartbeatRow | HeartbeatResult:
@@ -298,11 +310,8 @@ def prepare(
                 "code": "not_authenticated",
             },
         )
-    limit = settings.FLEET_HEARTBEAT_MAX_BYTES
-    if len(body) > limit:
-        return HeartbeatResult(
-            413, {"detail": f"A heartbeat is at most {limit} bytes.", "code": "too_large"}
-        )
+    if len(body) > settings.FLEET_HEARTBEAT_MAX_BYTES:
+        return too_large()
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):

@@ -4,6 +4,7 @@ import shlex
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -34,7 +35,7 @@ from fleet.api.serializers import (
 from fleet.authentication import IsNode, NodeCredentialAuthentication
 from fleet.choices import CommandKind
 from fleet.filtersets import NodeFilterSet
-from fleet.heartbeats import handle_heartbeat
+from fleet.heartbeats import handle_heartbeat, too_large
 from fleet.models import JoinToken, Node, NodeCommand
 
 
@@ -180,8 +181,18 @@ class AgentHeartbeatView(APIView):
     def post(self, request: Request) -> Response:
         parts = request.headers.get("Authorization", "").split()
         credential = parts[1] if len(parts) == 2 and parts[0].lower() == "bearer" else None
-        result = handle_heartbeat(
-            credential, request.body, timezone.now(), getattr(request, "request_id", "")
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            too_big = declared > settings.FLEET_HEARTBEAT_MAX_BYTES
+            body = b"" if too_big else request.body
+        except (ValueError, RequestDataTooBig):
+            too_big, body = True, b""
+        result = (
+            too_large()
+            if too_big
+            else handle_heartbeat(
+                credential, body, timezone.now(), getattr(request, "request_id", "")
+            )
         )
         response = Response(result.body, status=result.status)
         if result.status == 401:

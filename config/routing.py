@@ -2,8 +2,9 @@
 
 from django.urls import path
 
-from core.consumers import HistoryConsumer
+from core.consumers import HistoryConsumer, JobsConsumer
 
 websocket_urlpatterns = [
     path("ws/history/", HistoryConsumer.as_asgi()),
+    path("ws/jobs/", JobsConsumer.as_asgi()),
 ]

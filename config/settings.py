@@ -144,6 +144,8 @@ FLEET_COMMAND_TTL_SECONDS = env.integer("FLEET_COMMAND_TTL_SECONDS", 60, minimum
 # A running job's lease: an agent or worker that stops renewing it this long loses the job,
 # and the reconciler queues it again (resuming where it stopped).
 FLEET_JOB_LEASE_SECONDS = env.integer("FLEET_JOB_LEASE_SECONDS", 60, minimum=5)
+# How often the job reconciler runs (expired leases, lost messages).
+FLEET_JOB_RECONCILE_SECONDS = env.integer("FLEET_JOB_RECONCILE_SECONDS", 10, minimum=1)
 # Largest heartbeat body accepted (bytes).
 FLEET_HEARTBEAT_MAX_BYTES = env.integer("FLEET_HEARTBEAT_MAX_BYTES", 262144, minimum=4096)
 
@@ -156,6 +158,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.tasks.sweep_liveness",
         "schedule": float(FLEET_LIVENESS_SWEEP_SECONDS),
         "options": {"expires": float(FLEET_LIVENESS_SWEEP_SECONDS)},
+    },
+    # Jobs whose lease ran out go back to the queue; lost messages are sent again.
+    "reconcile-jobs": {
+        "task": "core.tasks.reconcile_jobs",
+        "schedule": float(FLEET_JOB_RECONCILE_SECONDS),
+        "options": {"expires": float(FLEET_JOB_RECONCILE_SECONDS)},
     },
 }
 if REDIS_URL:
@@ -299,6 +307,9 @@ SPECTACULAR_SETTINGS = {
         "TokenScopeEnum": "core.choices.TokenScope",
         "SecretKindEnum": "core.choices.SecretKind",
         "ActorTypeEnum": "core.choices.ActorType",
+        "JobKindEnum": "core.jobs.JobKind",
+        "JobStateEnum": "core.jobs.JobState",
+        "NodeModelStateEnum": "models_catalog.models.NodeModel.State",
     },
 }
 

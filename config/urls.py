@@ -13,6 +13,7 @@ urlpatterns = [
     path("catalog/", include("models_catalog.urls")),
     path("nodes/", include("fleet.urls")),
     path("deployments/", include("deployments.urls")),
+    path("hub/", include("models_catalog.mirror.urls")),
     path("api/v1/", include("config.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from core.choices import Role
-from core.live import HISTORY_GROUP
+from core.live import HISTORY_GROUP, JOBS_GROUP
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -72,4 +73,19 @@ class HistoryConsumer(FleetConsumer):
     fixed_groups = (HISTORY_GROUP,)
 
     async def history_event(self, message: dict[str, Any]) -> None:
+        await self.forward(message)
+
+
+class JobsConsumer(FleetConsumer):
+    """Job progress: every transition on ``jobs``; subscribe to ``job.<id>``, ``node.<id>``
+    or ``variant.<id>`` for progress (a few messages per second per running job)."""
+
+    fixed_groups = (JOBS_GROUP,)
+    subscribable = re.compile(r"^(job|node|variant)\.\d{1,18}$")
+    max_groups = 200
+
+    async def can_join(self, group: str) -> bool:
+        return bool(self.subscribable.match(group)) and len(self.joined) < self.max_groups
+
+    async def job_update(self, message: dict[str, Any]) -> None:
         await self.forward(message)

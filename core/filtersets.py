@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters
 
 from core.choices import ActorType, Role, TokenScope
+from core.jobs import Job, JobKind, JobState
 from core.models import ApiToken, HistoryEvent, User
 
 
@@ -47,3 +48,35 @@ class UserFilterSet(django_filters.FilterSet):
     class Meta:
         model = User
         fields = ["role", "is_active", "q"]
+
+
+class JobFilterSet(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=JobKind.choices)
+    state = django_filters.ChoiceFilter(choices=JobState.choices)
+    active = django_filters.BooleanFilter(method="filter_active", label="Queued or running")
+    node = django_filters.NumberFilter(field_name="node_id", label="Node id")
+    node_name = django_filters.CharFilter(field_name="node__name", label="Node name")
+    target_type = django_filters.CharFilter()
+    target_id = django_filters.CharFilter()
+    target = django_filters.CharFilter(
+        field_name="target_name", lookup_expr="icontains", label="Target contains"
+    )
+    actor = django_filters.CharFilter(field_name="actor_name", label="Actor")
+
+    class Meta:
+        model = Job
+        fields = [
+            "kind",
+            "state",
+            "active",
+            "node",
+            "node_name",
+            "target_type",
+            "target_id",
+            "target",
+            "actor",
+        ]
+
+    def filter_active(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        active = [JobState.QUEUED, JobState.RUNNING]
+        return queryset.filter(state__in=active) if value else queryset.exclude(state__in=active)

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_GROUP = "history"
 FLEET_GROUP = "fleet"
+JOBS_GROUP = "jobs"  # every job's transitions (progress goes to job.<id>, node.<id>, …)
 
 
 class LiveMessage(TypedDict):

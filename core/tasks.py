@@ -7,3 +7,11 @@ from django.core.management import call_command
 @shared_task(name="core.tasks.clear_expired_sessions")
 def clear_expired_sessions() -> None:
     call_command("clearsessions")
+
+
+@shared_task(name="core.tasks.reconcile_jobs", ignore_result=True)
+def reconcile_jobs() -> None:
+    """Re-queue jobs whose lease ran out and re-send queued jobs whose message may be lost."""
+    from core import job_services
+
+    job_services.reconcile()

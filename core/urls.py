@@ -1,6 +1,6 @@
 from django.urls import path
 
-from core.views import auth, health, history, pages, settings
+from core.views import auth, health, history, jobs, pages, settings
 
 urlpatterns = [
     path("", pages.overview, name="overview"),
@@ -9,6 +9,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("jobs/", pages.jobs, name="jobs"),
+    path("jobs/<int:pk>/", jobs.job_detail, name="jobs-detail"),
+    path("jobs/<int:pk>/action/", jobs.job_action, name="jobs-action"),
     path("history/", history.history_list, name="history"),
     path("history/<int:pk>/", history.history_detail, name="history-detail"),
     path("settings/", settings.settings_index, name="settings"),

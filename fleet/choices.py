@@ -31,6 +31,8 @@ class OperatorFlag(models.TextChoices):
 class CommandKind(models.TextChoices):
     # Round trip check: the agent answers with engine info and its clock.
     PROBE = "probe", "Probe"
+    # Remove a variant's files from the node's hub cache (blobs no other variant uses).
+    DELETE_MODEL = "delete_model", "Delete model files"
 
 
 class CommandState(models.TextChoices):

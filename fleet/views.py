@@ -45,11 +45,20 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
     labels_form = NodeLabelsForm(
         initial={"labels": format_labels(node.labels), "version": node.version}
     )
-    return render(
-        request,
-        "fleet/node_detail.html",
-        {"node": node, "events": events, "commands": commands, "labels_form": labels_form},
-    )
+    placements = node.models.select_related("node", "variant__model")  # type: ignore[attr-defined]
+    download_jobs = node.jobs.select_related("node")[:10]  # type: ignore[attr-defined]
+    context = {
+        "node": node,
+        "events": events,
+        "commands": commands,
+        "labels_form": labels_form,
+        "placements": placements,
+        "download_jobs": download_jobs,
+        "live_group": f"node.{node.pk}",
+    }
+    if request.headers.get("HX-Request"):  # live resync of the models and downloads panel
+        return render(request, "core/_downloads_panel_body.html", context)
+    return render(request, "fleet/node_detail.html", context)
 
 
 ACTIONS = {

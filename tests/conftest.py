@@ -13,6 +13,8 @@ from core.history import ChangeContext
 from core.models import User
 from tests.factories import PASSWORD, UserFactory
 
+pytest_plugins = ["tests.hubserver.fixtures"]
+
 PERSONAS = ("admin", "operator", "viewer", "anonymous")
 
 

@@ -53,8 +53,10 @@ class Route:
 
     @property
     def is_api(self) -> bool:
-        """API routes answer 401/403 themselves; everything else is a page."""
-        return self.url.startswith("/api/") and self.name not in PAGES_UNDER_API
+        """API routes (and the model mirror, which speaks the Hub's API) answer 401/403
+        themselves; everything else is a page."""
+        api = self.url.startswith(("/api/", "/hub/"))
+        return api and self.name not in PAGES_UNDER_API
 
 
 def _sample(name: str, converter: Any = None) -> str:

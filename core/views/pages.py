@@ -24,13 +24,6 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 def jobs(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "empty_state.html",
-        {
-            "title": "Jobs",
-            "headline": "No jobs yet",
-            "body": "Model downloads, quantizations and rollouts will be listed here with their "
-            "live progress once nodes and the model catalog are set up.",
-        },
-    )
+    from core.views.jobs import job_list
+
+    return job_list(request)

@@ -186,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         state = join(args, client, docker)
     docker.close()
 
+    client.credential = state.credential
+    try:
+        released = client.release_jobs().get("released", [])
+        if released:
+            log.info("jobs %s held before a restart are resuming", released)
+    except (ServerRefused, ServerUnreachable) as exc:  # the reconciler recovers them later
+        log.warning("could not hand back earlier jobs now (%s); they resume after their lease", exc)
+
     worker.Runtime.data_dir = args.data_dir
     worker.Runtime.server = args.server
     worker.Runtime.ca_file = args.ca_file

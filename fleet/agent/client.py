@@ -84,3 +84,7 @@ class ServerClient:
         return self._post(
             f"/api/v1/agent/commands/{command_id}/result/", {"result": result, "error": error}
         )
+
+    def release_jobs(self) -> dict[str, Any]:
+        """After a restart: hand back the jobs this node held so they are sent again now."""
+        return self._post("/api/v1/agent/jobs/release/", {})

@@ -80,3 +80,39 @@ def probe(command_id: int, arguments: dict[str, Any] | None = None) -> None:
     }
     Runtime.client().command_result(command_id, result=result, error=None)
     log.info("probe %s answered", command_id)
+
+
+@app.task(name="fleet.agent.download", ignore_result=True)
+def download(job_id: int, arguments: dict[str, Any] | None = None) -> None:
+    """A download job: claim it over the API, fetch into <data_dir>/hub, report the outcome."""
+    from fleet.agent.downloads import run_job
+
+    state = AgentState.load(Runtime.data_dir)
+    outcome = run_job(
+        job_id,
+        Runtime.client(),
+        Runtime.data_dir,
+        Runtime.server,
+        node_name=state.name if state else "this node",
+    )
+    log.info("download job %s: %s", job_id, outcome)
+
+
+@app.task(name="fleet.agent.delete_model", ignore_result=True)
+def delete_model(command_id: int, arguments: dict[str, Any] | None = None) -> None:
+    """Remove a variant's files from the hub cache; blobs another snapshot uses stay."""
+    from fleet.agent.downloads import DownloadError, delete_files
+
+    args = arguments or {}
+    try:
+        result = delete_files(
+            Runtime.data_dir,
+            str(args.get("repo_id", "")),
+            str(args.get("commit", "")),
+            [str(p) for p in args.get("paths") or []],
+        )
+    except (DownloadError, OSError) as exc:
+        Runtime.client().command_result(command_id, result=None, error=str(exc))
+        return
+    Runtime.client().command_result(command_id, result=result, error=None)
+    log.info("delete_model %s: %s", command_id, result)

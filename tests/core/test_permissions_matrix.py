@@ -17,12 +17,16 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from rest_framework.test import APIClient
 
-from core import services
+from core import job_services, services
 from core.choices import Role, SecretKind, TokenScope
 from core.history import ChangeContext
+from core.jobs import Job, JobKind
 from core.models import ApiToken, HistoryEvent, Secret, User
 from fleet import services as fleet_services
 from fleet.models import JoinToken, Node, NodeCommand
+from models_catalog.downloads import put_variant_on_nodes
+from models_catalog.models import CatalogModel, ModelFile, NodeModel, Variant
+from tests.hubserver.fixtures import TINY, TINY_GGUF
 
 PERSONAS = ("admin", "operator", "viewer", "anonymous")
 SECRET_VALUE = "hf_matrix-plaintext-must-never-leak-0123456789"
@@ -46,6 +50,12 @@ class World:
     node: Node
     join_token: JoinToken
     command: NodeCommand
+    catalog_model: CatalogModel
+    variant: Variant
+    catalog_head: str  # the upstream head commit of the catalog model's repository
+    job: Job  # a queued download job of ``variant`` to ``node``
+    failed_job: Job
+    node_model: NodeModel  # ``variant`` present on ``node``
 
     def placeholders(self, persona: str) -> dict[str, Any]:
         """Values for the ``{name}`` placeholders of paths and bodies, seen by ``persona``."""
@@ -55,6 +65,7 @@ class World:
         assert subject is not None
         self.secret.refresh_from_db()
         subject.refresh_from_db()
+        self.catalog_model.refresh_from_db()
         return {
             "secret": self.secret.pk,
             "secret_version": self.secret.version,
@@ -66,11 +77,55 @@ class World:
             "node": self.node.pk,
             "join_token": self.join_token.pk,
             "command": self.command.pk,
+            "catalog_model": self.catalog_model.pk,
+            "catalog_model_version": self.catalog_model.version,
+            "variant": self.variant.pk,
+            "catalog_head": self.catalog_head,
+            "job": self.job.pk,
+            "failed_job": self.failed_job.pk,
+            "node_model": self.node_model.pk,
         }
 
 
 @pytest.fixture
-def world(personas) -> World:
+def catalog_hub(settings, upstream_hub: str, hub_commits: dict[str, list[str]]) -> str:
+    """The test hub as the upstream (imports, re-sync, search); returns TINY's head commit."""
+    settings.FLEET_HF_ENDPOINT = upstream_hub
+    return hub_commits[TINY][-1]
+
+
+def _catalog_model(pinned: str) -> tuple[CatalogModel, Variant]:
+    """TINY in the catalog (made directly, pinned to an older commit), with one variant."""
+    model = CatalogModel.objects.create(
+        repo_id=TINY,
+        commit_sha=pinned,
+        licence="apache-2.0",
+        num_layers=2,
+        hidden_size=128,
+        num_attention_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        max_context=512,
+        vocab_size=960,
+        parameter_count=541312,
+        parameter_source="safetensors",
+    )
+    weights = ModelFile.objects.create(
+        model=model, path="model.safetensors", size=2_167_456, sha256="0" * 64, lfs=True
+    )
+    variant = Variant.objects.create(
+        model=model,
+        name="original",
+        format="safetensors",
+        size=weights.size,
+        produced_by={"source": "upstream"},
+    )
+    variant.files.set([weights])
+    return model, variant
+
+
+@pytest.fixture
+def world(personas, catalog_hub, hub_commits) -> World:
     admin = personas["admin"]
     secret = services.create_secret(
         ChangeContext.for_user(admin),
@@ -95,6 +150,8 @@ def world(personas) -> World:
     )
     node, _ = fleet_services.join_node(join_key=join_key, name="matrix-node")
     command = fleet_services.send_command(ChangeContext.for_user(admin), node, "probe")
+    catalog_model, variant = _catalog_model(hub_commits[TINY][0])
+    job, failed_job, node_model = _download_jobs(admin, node, variant)
     return World(
         users=personas,
         tokens=tokens,
@@ -104,7 +161,41 @@ def world(personas) -> World:
         node=node,
         join_token=join_token,
         command=command,
+        catalog_model=catalog_model,
+        variant=variant,
+        catalog_head=catalog_hub,
+        job=job,
+        failed_job=failed_job,
+        node_model=node_model,
     )
+
+
+def _download_jobs(admin: User, node: Node, variant: Variant) -> tuple[Job, Job, NodeModel]:
+    """A queued download of ``variant`` to ``node``, a failed one, and another model's variant
+    present on a second node (so the catalog model itself can still be deleted)."""
+    ctx = ChangeContext.for_user(admin)
+    (job,) = put_variant_on_nodes(ctx, variant, [node], source="upstream")
+    failed = job_services.create_job(
+        ctx,
+        kind=JobKind.DOWNLOAD,
+        target_type="models_catalog.variant",
+        target_id=variant.pk,
+        target_name=str(variant),
+        node=node,
+    )
+    job_services.claim(failed.pk, node.name)
+    job_services.finish(failed.pk, node.name, outcome="failed", error="matrix")
+    other, _ = fleet_services.join_node(
+        join_key=fleet_services.create_join_token(ctx, name="matrix-2")[1], name="matrix-node-2"
+    )
+    placed_model = CatalogModel.objects.create(
+        repo_id="fleet-test/matrix-placed", commit_sha="e" * 40
+    )
+    placed = Variant.objects.create(model=placed_model, name="original", format="gguf", size=1)
+    node_model = NodeModel.objects.create(
+        node=other, variant=placed, commit_sha=placed_model.commit_sha, state="present"
+    )
+    return job, failed, node_model
 
 
 # --- Expectations ---------------------------------------------------------------------------
@@ -424,6 +515,22 @@ API_ROWS = [
     page("docs", "api-docs", "GET", "/api/docs/", **everyone(200)),
 ]
 
+# The model mirror speaks the Hub's API: it takes node credentials or API tokens only, so a
+# console session (or nothing) is refused; tests/catalog/test_mirror_* cover credentials.
+HUB_API_ROWS = [
+    api(f"hub-{name}", f"hub-{name}", method, path, **everyone(401))
+    for name, method, path in [
+        ("model-info", "GET", "/hub/api/models/fleet-test/tiny-llama"),
+        ("model-info-revision", "GET", "/hub/api/models/fleet-test/tiny-llama/revision/main"),
+        ("tree", "GET", "/hub/api/models/fleet-test/tiny-llama/tree/main"),
+        ("paths-info", "POST", "/hub/api/models/fleet-test/tiny-llama/paths-info/main"),
+        ("refs", "GET", "/hub/api/models/fleet-test/tiny-llama/refs"),
+        ("commits", "GET", "/hub/api/models/fleet-test/tiny-llama/commits/main"),
+        ("resolve", "GET", "/hub/fleet-test/tiny-llama/resolve/main/config.json"),
+        ("not-found", "GET", "/hub/anything/else"),
+    ]
+]
+
 FLEET_API_ROWS = [
     api("nodes-list", "node-list", "GET", "/api/v1/nodes/", **everyone(200)),
     api("nodes-retrieve", "node-detail", "GET", "/api/v1/nodes/{node}/", **everyone(200)),
@@ -501,6 +608,38 @@ FLEET_API_ROWS = [
         "/api/v1/agent/commands/{command}/result/",
         **everyone(401),
         body={"result": {}},
+    ),
+    api(
+        "agent-jobs-release",
+        "agent-jobs-release",
+        "POST",
+        "/api/v1/agent/jobs/release/",
+        **everyone(401),
+    ),
+    api(
+        "agent-job-claim",
+        "agent-job-claim",
+        "POST",
+        "/api/v1/agent/jobs/{job}/claim/",
+        **everyone(401),
+        check=lambda response, persona, world: _job_state_is(world, "queued"),
+    ),
+    api(
+        "agent-job-progress",
+        "agent-job-progress",
+        "POST",
+        "/api/v1/agent/jobs/{job}/progress/",
+        **everyone(401),
+        body={"progress": {"percent": 5}},
+    ),
+    api(
+        "agent-job-finish",
+        "agent-job-finish",
+        "POST",
+        "/api/v1/agent/jobs/{job}/finish/",
+        **everyone(401),
+        body={"outcome": "succeeded"},
+        check=lambda response, persona, world: _job_state_is(world, "queued"),
     ),
 ]
 
@@ -630,7 +769,322 @@ FLEET_PAGE_ROWS = [
     ),
 ]
 
-ROWS = API_ROWS + FLEET_API_ROWS + PAGE_ROWS + FLEET_PAGE_ROWS
+
+def check_imported(response: Any, persona: str, world: World) -> None:
+    exists = CatalogModel.objects.filter(repo_id=TINY_GGUF).exists()
+    assert exists == _succeeded(response)
+
+
+def check_catalog_deleted(response: Any, persona: str, world: World) -> None:
+    gone = not CatalogModel.objects.filter(pk=world.catalog_model.pk).exists()
+    assert gone == _succeeded(response)
+
+
+def check_repinned(response: Any, persona: str, world: World) -> None:
+    world.catalog_model.refresh_from_db()
+    moved = world.catalog_model.commit_sha == world.catalog_head
+    assert moved == _succeeded(response)
+
+
+def check_licence_policy(response: Any, persona: str, world: World) -> None:
+    from models_catalog.services import get_allowed_licences
+
+    assert (get_allowed_licences() == ["mit"]) == _succeeded(response)
+
+
+CATALOG_MODEL = "/api/v1/catalog/models/{catalog_model}/"
+CATALOG_VARIANT = "/api/v1/catalog/variants/{variant}/"
+CATALOG_API_ROWS = [
+    api(
+        "catalog-models-list",
+        "catalogmodel-list",
+        "GET",
+        "/api/v1/catalog/models/",
+        **everyone(200),
+    ),
+    api("catalog-models-retrieve", "catalogmodel-detail", "GET", CATALOG_MODEL, **everyone(200)),
+    api(
+        "catalog-models-import",
+        "catalogmodel-list",
+        "POST",
+        "/api/v1/catalog/models/",
+        **operators(201),
+        body={"repo_id": TINY_GGUF, "reason": "matrix"},
+        check=check_imported,
+    ),
+    api(
+        "catalog-models-patch",
+        "catalogmodel-detail",
+        "PATCH",
+        CATALOG_MODEL,
+        **operators(405),
+        body={},
+    ),
+    api(
+        "catalog-models-delete",
+        "catalogmodel-detail",
+        "DELETE",
+        CATALOG_MODEL,
+        **operators(204),
+        check=check_catalog_deleted,
+    ),
+    api(
+        "catalog-models-resync",
+        "catalogmodel-resync",
+        "POST",
+        CATALOG_MODEL + "resync/",
+        **operators(200),
+    ),
+    api(
+        "catalog-models-repin",
+        "catalogmodel-repin",
+        "POST",
+        CATALOG_MODEL + "repin/",
+        **operators(200),
+        body={"commit": "{catalog_head}"},
+        check=check_repinned,
+    ),
+    api(
+        "catalog-variants-list", "variant-list", "GET", "/api/v1/catalog/variants/", **everyone(200)
+    ),
+    api("catalog-variants-retrieve", "variant-detail", "GET", CATALOG_VARIANT, **everyone(200)),
+    api(
+        "catalog-variants-footprint",
+        "variant-footprint",
+        "GET",
+        CATALOG_VARIANT + "footprint/",
+        **everyone(200),
+    ),
+    api(
+        "catalog-variants-fits-on",
+        "variant-fits-on",
+        "GET",
+        CATALOG_VARIANT + "fits-on/",
+        **everyone(200),
+    ),
+    api(
+        "catalog-variants-delete",
+        "variant-detail",
+        "DELETE",
+        CATALOG_VARIANT,
+        **operators(405),
+    ),
+    api(
+        "catalog-search-api",
+        "catalog-search-api",
+        "GET",
+        "/api/v1/catalog/search/",
+        **everyone(200),
+    ),
+    api(
+        "catalog-licence-policy-get",
+        "catalog-licence-policy-api",
+        "GET",
+        "/api/v1/catalog/licence-policy/",
+        **everyone(200),
+    ),
+    api(
+        "catalog-licence-policy-put",
+        "catalog-licence-policy-api",
+        "PUT",
+        "/api/v1/catalog/licence-policy/",
+        **admin_only(200),
+        body={"licences": ["mit"]},
+        check=check_licence_policy,
+    ),
+]
+
+CATALOG_PAGE_ROWS = [
+    page(
+        "catalog-variant-cache",
+        "catalog-variant-cache",
+        "POST",
+        "/catalog/variants/{variant}/cache/",
+        **operators(Redirect("/catalog/")),
+    ),
+    page(
+        "catalog-variant-put",
+        "catalog-variant-put",
+        "POST",
+        "/catalog/variants/{variant}/put-on-nodes/",
+        **operators(Redirect("/catalog/")),
+        body={"nodes": "{node}", "source": "mirror"},
+    ),
+    page("catalog-import", "catalog-import", "GET", "/catalog/import/", **operators(200)),
+    page(
+        "catalog-import-post",
+        "catalog-import",
+        "POST",
+        "/catalog/import/",
+        **operators(Redirect("/catalog/")),
+        body={"repo_id": TINY_GGUF},
+        check=check_imported,
+    ),
+    page("catalog-search", "catalog-search", "GET", "/catalog/search/", **everyone(200)),
+    page("catalog-detail", "catalog-detail", "GET", "/catalog/{catalog_model}/", **everyone(200)),
+    page(
+        "catalog-resync",
+        "catalog-resync",
+        "POST",
+        "/catalog/{catalog_model}/resync/",
+        **operators(200),
+    ),
+    page(
+        "catalog-repin",
+        "catalog-repin",
+        "POST",
+        "/catalog/{catalog_model}/repin/",
+        **operators(Redirect("/catalog/")),
+        body={"commit": "{catalog_head}", "version": "{catalog_model_version}"},
+        check=check_repinned,
+    ),
+    page(
+        "catalog-delete",
+        "catalog-delete",
+        "POST",
+        "/catalog/{catalog_model}/delete/",
+        **operators(Redirect("/catalog/")),
+        check=check_catalog_deleted,
+    ),
+    page(
+        "catalog-licence-policy",
+        "catalog-licence-policy",
+        "GET",
+        "/catalog/licence-policy/",
+        **everyone(200),
+    ),
+    page(
+        "catalog-licence-policy-post",
+        "catalog-licence-policy",
+        "POST",
+        "/catalog/licence-policy/",
+        **admin_only(Redirect("/catalog/licence-policy/")),
+        body={"licences": "mit", "version": "0"},
+        check=check_licence_policy,
+    ),
+]
+
+
+def _job_state_is(world: World, state: str) -> None:
+    world.job.refresh_from_db()
+    assert world.job.state == state
+
+
+def check_cancelled(response: Any, persona: str, world: World) -> None:
+    world.job.refresh_from_db()
+    assert (world.job.state == "cancelled") == _succeeded(response)
+
+
+def check_retried(response: Any, persona: str, world: World) -> None:
+    world.failed_job.refresh_from_db()
+    assert (world.failed_job.state == "queued") == _succeeded(response)
+
+
+def check_put_on_nodes(response: Any, persona: str, world: World) -> None:
+    # the world holds one queued download of the variant; a put adds none (same node: the
+    # queued job is reused) but answers with it, and creates nothing for the refused
+    assert Job.objects.filter(kind=JobKind.DOWNLOAD, node=world.node).count() == 2
+    if _succeeded(response):
+        assert [row["id"] for row in _json(response)] == [world.job.pk]
+
+
+def check_node_model_deleted(response: Any, persona: str, world: World) -> None:
+    gone = not NodeModel.objects.filter(pk=world.node_model.pk).exists()
+    assert gone == _succeeded(response)
+
+
+DOWNLOAD_API_ROWS = [
+    # /api/v1/jobs/: everyone reads, operators cancel and retry
+    api("jobs-list", "job-list", "GET", "/api/v1/jobs/", **everyone(200)),
+    api("jobs-retrieve", "job-detail", "GET", "/api/v1/jobs/{job}/", **everyone(200)),
+    api("jobs-post", "job-list", "POST", "/api/v1/jobs/", **operators(405), body={}),
+    api("jobs-delete", "job-detail", "DELETE", "/api/v1/jobs/{job}/", **operators(405)),
+    api(
+        "jobs-cancel",
+        "job-cancel",
+        "POST",
+        "/api/v1/jobs/{job}/cancel/",
+        **operators(200),
+        check=check_cancelled,
+    ),
+    api(
+        "jobs-retry",
+        "job-retry",
+        "POST",
+        "/api/v1/jobs/{failed_job}/retry/",
+        **operators(200),
+        check=check_retried,
+    ),
+    # /api/v1/downloads/: operators put variants on nodes and fill the store
+    api(
+        "downloads-put",
+        "downloads",
+        "POST",
+        "/api/v1/downloads/",
+        **operators(202),
+        body={"variant": "{variant}", "nodes": ["{node}"], "source": "upstream"},
+        check=check_put_on_nodes,
+    ),
+    api("downloads-get", "downloads", "GET", "/api/v1/downloads/", **operators(405)),
+    api(
+        "downloads-cache",
+        "downloads-cache",
+        "POST",
+        "/api/v1/downloads/cache/",
+        **operators(202),
+        body={"variant": "{variant}"},
+    ),
+    # /api/v1/node-models/: everyone reads the inventory, operators pin and delete
+    api("node-models-list", "nodemodel-list", "GET", "/api/v1/node-models/", **everyone(200)),
+    api(
+        "node-models-retrieve",
+        "nodemodel-detail",
+        "GET",
+        "/api/v1/node-models/{node_model}/",
+        **everyone(200),
+    ),
+    api(
+        "node-models-pin",
+        "nodemodel-detail",
+        "PATCH",
+        "/api/v1/node-models/{node_model}/",
+        **operators(200),
+        body={"pinned": True},
+    ),
+    api(
+        "node-models-delete",
+        "nodemodel-detail",
+        "DELETE",
+        "/api/v1/node-models/{node_model}/",
+        **operators(202),
+        check=check_node_model_deleted,
+    ),
+]
+
+DOWNLOAD_PAGE_ROWS = [
+    page("jobs-detail", "jobs-detail", "GET", "/jobs/{job}/", **everyone(200)),
+    page(
+        "jobs-action-cancel",
+        "jobs-action",
+        "POST",
+        "/jobs/{job}/action/",
+        **operators(Redirect("/jobs/")),
+        body={"action": "cancel"},
+        check=check_cancelled,
+    ),
+]
+
+ROWS = (
+    API_ROWS
+    + HUB_API_ROWS
+    + FLEET_API_ROWS
+    + CATALOG_API_ROWS
+    + DOWNLOAD_API_ROWS
+    + PAGE_ROWS
+    + FLEET_PAGE_ROWS
+    + CATALOG_PAGE_ROWS
+    + DOWNLOAD_PAGE_ROWS
+)
 COVERED_ROUTES = frozenset(row.route for row in ROWS)
 assert len({row.id for row in ROWS}) == len(ROWS), "row ids must be unique"
 
@@ -640,6 +1094,8 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
         return value.format(**values)
     if isinstance(value, dict):
         return {key: _fill(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, values) for item in value]
     return value
 
 
@@ -801,7 +1257,8 @@ def test_matrix_covers_every_route() -> None:
         if not pattern.name:
             unnamed.append(route)
             continue
-        target = api_routes if route.lstrip("^").startswith("api/") else page_routes
+        is_api = route.lstrip("^").startswith(("api/", "hub/"))
+        target = api_routes if is_api else page_routes
         target.setdefault(pattern.name, route)
     assert not unnamed, f"routes without a name cannot be tracked by the matrix: {unnamed}"
     assert api_routes, "the resolver walk found no API routes"

@@ -353,3 +353,38 @@ def test_operators_rotate_and_delete_from_the_console(two_nodes, operator_user, 
     assert deleted.status_code == 302
     assert heartbeat(node_client(credential)).status_code == 401
     assert heartbeat(node_client(new)).status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_restarted_agent_hands_back_its_jobs_at_once(settings):
+    """The agent calls agent/jobs/release/ on start: jobs it held run again without waiting
+    for their leases to expire; other nodes' jobs are left alone."""
+    from core.jobs import Job, JobKind, JobState
+    from fleet import services
+
+    _, key = services.create_join_token(ChangeContext.system(), name="t", max_uses=2)
+    mine, credential = services.join_node(join_key=key, name="restarted")
+    other, _ = services.join_node(join_key=key, name="bystander")
+    lease = timezone.now() + timedelta(minutes=5)
+    common = {
+        "kind": JobKind.DOWNLOAD,
+        "target_type": "x",
+        "target_id": "1",
+        "target_name": "x",
+        "state": JobState.RUNNING,
+        "lease_expires_at": lease,
+        "actor_type": "system",
+        "actor_name": "test",
+    }
+    held = Job.objects.create(node=mine, lease_owner="restarted", **common)
+    foreign = Job.objects.create(node=other, lease_owner="bystander", **common)
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {credential}")
+    response = client.post("/api/v1/agent/jobs/release/")
+    assert response.status_code == 200, response.content
+    assert response.json()["released"] == [held.pk]
+    held.refresh_from_db()
+    foreign.refresh_from_db()
+    assert held.state == JobState.QUEUED and held.lease_owner == ""
+    assert foreign.state == JobState.RUNNING and foreign.lease_owner == "bystander"

@@ -1,0 +1,7 @@
+"""Job kinds of the catalog, found by ``core.job_services`` (autodiscovered by module name)."""
+
+from core.job_services import register_kind
+from models_catalog.downloads import CacheVariantKind, DownloadKind
+
+register_kind(CacheVariantKind())
+register_kind(DownloadKind())

@@ -1,0 +1,1 @@
+"""Model catalog, fleet model mirror and the test upstream hub."""

@@ -157,6 +157,51 @@ def record(
     return event
 
 
+LIVE_PUBLISH_LIMIT = 200
+
+
+def record_many(
+    ctx: ChangeContext,
+    verb: str,
+    targets: list[models.Model],
+    *,
+    changes: dict[str, dict[str, Any]] | None = None,
+) -> list[HistoryEvent]:
+    """One event per target, written in a single INSERT (a fleet-wide sweep, say).
+
+    Live messages go out for up to LIVE_PUBLISH_LIMIT events; past that, pages pick the
+    events up from their REST resync instead of a flood of socket messages.
+    """
+    safe_changes = _json_safe(changes or {})
+    events = HistoryEvent.objects.bulk_create(
+        [
+            HistoryEvent(
+                actor_type=ctx.actor_type,
+                actor_id=ctx.actor_id,
+                actor_name=ctx.actor_name[:150],
+                actor_detail=ctx.actor_detail[:200],
+                verb=verb,
+                target_type=target._meta.label_lower,
+                target_id=str(target.pk),
+                target_name=str(target)[:200],
+                changes=safe_changes,
+                reason=ctx.reason,
+                request_id=ctx.request_id[:64],
+            )
+            for target in targets
+        ]
+    )
+    if len(events) <= LIVE_PUBLISH_LIMIT:
+        ids = [event.pk for event in events if event.pk is not None]
+
+        def publish_all() -> None:
+            for pk in ids:
+                _publish(pk)
+
+        transaction.on_commit(publish_all)
+    return events
+
+
 def _publish(event_id: int) -> None:
     from core import live
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from core import crypto
 from core.choices import ActorType
 from core.errors import ConflictError, ServiceError, check_version
-from core.history import REDACTED, ChangeContext, diff, record, snapshot
+from core.history import REDACTED, ChangeContext, diff, record, record_many, snapshot
 from fleet.choices import CommandKind, CommandState, NodeCondition, NodeState
 from fleet.models import (
     JOIN_TOKEN_PREFIX,
@@ -277,31 +277,31 @@ def apply_heartbeat_transitions(
 
 
 def sweep_liveness(now: datetime | None = None) -> list[int]:
-    """Mark ready nodes whose last heartbeat is older than the grace period unreachable."""
+    """Mark ready nodes whose last heartbeat is older than the grace period unreachable.
+
+    Set-based: one locked SELECT, one UPDATE and one INSERT of history events however many
+    nodes went silent together (a rack losing power must not stall the sweep for minutes).
+    """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.FLEET_NODE_GRACE_SECONDS)
-    gone: list[int] = []
-    candidates = list(
-        Node.objects.filter(state=NodeState.READY, last_heartbeat_at__lt=cutoff).values_list(
-            "pk", flat=True
+    with transaction.atomic():
+        stale = list(
+            Node.objects.select_for_update(skip_locked=True)
+            .filter(state=NodeState.READY, last_heartbeat_at__lt=cutoff)
+            .only("pk", "name")
         )
-    )
-    for pk in candidates:
-        with transaction.atomic():
-            changed = Node.objects.filter(
-                pk=pk, state=NodeState.READY, last_heartbeat_at__lt=cutoff
-            ).update(state=NodeState.UNREACHABLE, state_changed_at=now)
-            if not changed:
-                continue
-            node = Node.objects.get(pk=pk)
-            record(
-                ChangeContext.system("liveness"),
-                "became_unreachable",
-                node,
-                changes={"state": {"before": NodeState.READY, "after": NodeState.UNREACHABLE}},
-            )
-            gone.append(pk)
-    return gone
+        if not stale:
+            return []
+        Node.objects.filter(pk__in=[node.pk for node in stale]).update(
+            state=NodeState.UNREACHABLE, state_changed_at=now
+        )
+        record_many(
+            ChangeContext.system("liveness"),
+            "became_unreachable",
+            list(stale),
+            changes={"state": {"before": NodeState.READY, "after": NodeState.UNREACHABLE}},
+        )
+    return [node.pk for node in stale]
 
 
 # --- Operator actions -----------------------------------------------------------------------

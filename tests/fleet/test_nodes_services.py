@@ -758,3 +758,33 @@ def test_command_answers(ctx):
         services.complete_command(a, theirs.pk, result={"forged": True}, error=None)
     theirs.refresh_from_db()
     assert theirs.state == CommandState.SENT and theirs.result == {}
+
+
+@pytest.mark.django_db
+def test_a_mass_outage_is_swept_with_a_constant_number_of_queries(settings):
+    """A rack going dark together: one locked SELECT, one UPDATE, one INSERT of events."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from core.models import HistoryEvent
+    from fleet import services as fleet_services
+    from fleet.models import Node, hash_secret
+
+    settings.FLEET_NODE_GRACE_SECONDS = 20
+    old = timezone.now() - timedelta(seconds=60)
+    Node.objects.bulk_create(
+        Node(
+            name=f"rack-{i:03d}",
+            state="ready",
+            credential_prefix="slmn_x",
+            credential_hash=hash_secret(f"c{i}"),
+            last_heartbeat_at=old,
+        )
+        for i in range(150)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        gone = fleet_services.sweep_liveness()
+    assert len(gone) == 150
+    assert len(queries) <= 6, [q["sql"][:80] for q in queries]
+    assert Node.objects.filter(state="unreachable").count() == 150
+    assert HistoryEvent.objects.filter(verb="became_unreachable").count() == 150

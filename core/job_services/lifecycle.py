@@ -1,209 +1,35 @@
-"""The life of a job row: create, dispatch, claim, progress, finish, cancel, retry, reconcile.
-
-A Celery message only nudges a worker or agent; the row in PostgreSQL is the record:
-
-- ``create_job`` writes the row and, on commit, *dispatches* it (sends the message). A queued
-  job's ``lease_expires_at`` is its dispatch deadline: still queued after it, the message is
-  presumed lost and :func:`reconcile` sends it again.
-- ``claim`` is a conditional UPDATE (queued → running under a lease held by ``owner``, a node
-  name or a worker id); zero rows means someone else has it, or it is finished or waiting.
-- ``report_progress`` renews the lease; the answer tells the worker whether to go on
-  (cancel requested, lease lost).
-- ``finish`` records the outcome; a retryable failure goes back to the queue with backoff
-  until ``max_attempts``.
-- ``reconcile`` (periodic) puts running jobs whose lease ran out back in the queue (a killed
-  agent or worker), re-sends queued jobs whose message may be lost, and settles jobs waiting
-  on a job that failed.
-
-What a kind of job does beyond this (which queue, what the agent needs, bookkeeping on
-success) lives in a :class:`JobKindHandler` registered by the owning app in its
-``job_kinds`` module. Every user-visible transition writes a history event; progress and
-transitions reach browsers on the Channels groups ``job.<id>``, ``node.<id>``,
-``<target>.<id>`` (e.g. ``variant.7``) and, for transitions only, ``jobs``.
-"""
+"""The state machine of one job: create, dispatch, claim, progress, finish, cancel, retry."""
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.module_loading import autodiscover_modules
 
-from core import live
 from core.errors import ConflictError, ServiceError
 from core.history import ChangeContext, record
-from core.jobs import FINISHED_STATES, Job, JobState
+from core.job_services.dependencies import AFTER_JOB, dependency_state
+from core.job_services.kinds import handler_for
+from core.job_services.live import _push_on_commit, push
+from core.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
-JOBS_GROUP = live.JOBS_GROUP
-MESSAGE_TYPE = "job.update"
 # A queued job still unclaimed this long after its message was sent is sent again.
 REDISPATCH_AFTER_SECONDS = 30
-# Live progress pushes per job are spaced at least this far apart (transitions always go).
-PUSH_MIN_INTERVAL_S = 0.3
 RETRY_BACKOFF_BASE_S = 5.0
 RETRY_BACKOFF_CAP_S = 300.0
-RECONCILE_BATCH = 500
 LOG_LINE_MAX = 2000
-
-# params keys owned by this module
-AFTER_JOB = "after_job"  # id of a job this one waits for (e.g. the cache job)
-
-
-# --- Kinds ----------------------------------------------------------------------------------
-class JobKindHandler:
-    """What one kind of job needs beyond the generic state machine. Subclass per kind."""
-
-    kind: str = ""
-
-    def dispatch(self, job: Job) -> None:
-        """Send the nudge (a Celery message) that makes a worker or agent claim ``job``."""
-        raise NotImplementedError
-
-    def check_result(self, job: Job, result: dict[str, Any]) -> str:
-        """A worker's success report checked against what was asked; '' or what is wrong."""
-        return ""
-
-    def on_finished(self, job: Job, ctx: ChangeContext) -> None:
-        """Bookkeeping inside the transaction that finished ``job`` (any final state)."""
-
-    def on_retry(self, ctx: ChangeContext, job: Job) -> None:
-        """Before a failed or cancelled job goes back to the queue (may set a dependency)."""
-
-    def message_expires(self) -> float:
-        """Seconds a dispatch message stays valid on the broker."""
-        return float(settings.FLEET_COMMAND_TTL_SECONDS)
-
-
-_handlers: dict[str, JobKindHandler] = {}
-_discovered = False
-_discover_lock = threading.Lock()
-
-
-def register_kind(handler: JobKindHandler) -> JobKindHandler:
-    _handlers[handler.kind] = handler
-    return handler
-
-
-def handler_for(kind: str) -> JobKindHandler:
-    global _discovered
-    if not _discovered:
-        with _discover_lock:
-            if not _discovered:
-                autodiscover_modules("job_kinds")
-                _discovered = True
-    try:
-        return _handlers[kind]
-    except KeyError:
-        raise ServiceError(f"No handler is registered for jobs of kind {kind!r}.") from None
-
-
-# --- Live payloads --------------------------------------------------------------------------
-class JobPayload(TypedDict):
-    id: int
-    kind: str
-    kind_display: str
-    state: str
-    node: int | None
-    node_name: str | None
-    target_type: str
-    target_id: str
-    target_name: str
-    progress: dict[str, Any]
-    error: str
-    attempts: int
-    max_attempts: int
-    cancel_requested: bool
-    waiting_for: int | None
-    actor_name: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    duration_seconds: float | None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def job_payload(job: Job) -> JobPayload:
-    return {
-        "id": job.pk,
-        "kind": job.kind,
-        "kind_display": job.get_kind_display(),
-        "state": job.state,
-        "node": job.node_id,
-        "node_name": job.node.name if job.node_id and job.node else None,
-        "target_type": job.target_type,
-        "target_id": job.target_id,
-        "target_name": job.target_name,
-        "progress": job.progress or {},
-        "error": job.error,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "cancel_requested": job.cancel_requested,
-        "waiting_for": waiting_for(job),
-        "actor_name": job.actor_name,
-        "created_at": _iso(job.created_at) or "",
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "duration_seconds": job.duration_seconds,
-    }
-
-
-def groups_for(job: Job) -> list[str]:
-    groups = [f"job.{job.pk}"]
-    if job.node_id:
-        groups.append(f"node.{job.node_id}")
-    if job.target_type and job.target_id:
-        groups.append(f"{job.target_type.rsplit('.', 1)[-1]}.{job.target_id}")
-    return groups
-
-
-_last_push: dict[int, float] = {}
-_push_lock = threading.Lock()
-
-
-def push(job_id: int, *, transition: bool) -> None:
-    """Send the job's current row to its groups; progress pushes are rate-limited per job."""
-    now = time.monotonic()
-    with _push_lock:
-        if not transition and now - _last_push.get(job_id, 0.0) < PUSH_MIN_INTERVAL_S:
-            return
-        _last_push[job_id] = now
-        if len(_last_push) > 10000:
-            _last_push.clear()
-    job = Job.objects.select_related("node").filter(pk=job_id).first()
-    if job is None:
-        return
-    payload = dict(job_payload(job))
-    payload["transition"] = transition
-    for group in groups_for(job):
-        live.send(group, MESSAGE_TYPE, payload)
-    if transition:
-        live.send(JOBS_GROUP, MESSAGE_TYPE, payload)
-
-
-def _push_on_commit(job_id: int, *, transition: bool = True) -> None:
-    transaction.on_commit(lambda: push(job_id, transition=transition))
 
 
 # --- Helpers --------------------------------------------------------------------------------
-def waiting_for(job: Job) -> int | None:
-    value = (job.params or {}).get(AFTER_JOB)
-    return int(value) if isinstance(value, int) else None
-
-
 def _log_line(text: str) -> str:
     stamp = timezone.now().strftime("%Y-%m-%d %H:%M:%S")
     return "".join(f"{stamp} {line[:LOG_LINE_MAX]}\n" for line in text.splitlines() if line)
@@ -262,15 +88,6 @@ def create_job(
         transaction.on_commit(lambda: dispatch(job_id))
         _push_on_commit(job_id)
     return job
-
-
-def dependency_state(job: Job) -> str | None:
-    """The state of the job ``job`` waits for; None when it waits for nothing."""
-    after = waiting_for(job)
-    if after is None:
-        return None
-    state = Job.objects.filter(pk=after).values_list("state", flat=True).first()
-    return state or JobState.FAILED  # a deleted dependency cannot succeed any more
 
 
 def dispatch(job_id: int) -> bool:
@@ -591,129 +408,3 @@ def retry(ctx: ChangeContext, job: Job) -> Job:
         transaction.on_commit(lambda: dispatch(job_id))
         _push_on_commit(job_id)
     return job
-
-
-def release_leases(owner: str, *, node_id: int) -> list[int]:
-    """A restarted agent hands back the jobs it held: they are re-queued and sent again now,
-    instead of waiting for their leases to run out (the download resumes where it stopped)."""
-    now = timezone.now()
-    held = list(
-        Job.objects.filter(node_id=node_id, state=JobState.RUNNING, lease_owner=owner).values_list(
-            "pk", flat=True
-        )
-    )
-    if held:
-        Job.objects.filter(pk__in=held, state=JobState.RUNNING).update(
-            lease_expires_at=now - timedelta(seconds=1)
-        )
-        reconcile(now)
-    return held
-
-
-# --- Reconciliation -------------------------------------------------------------------------
-@dataclass
-class ReconcileReport:
-    requeued: list[int]
-    failed: list[int]
-    dispatched: list[int]
-    settled: list[int]
-
-
-def reconcile(now: datetime | None = None) -> ReconcileReport:
-    """Level-triggered repair of the job table; safe to run anywhere, any number of times."""
-    now = now or timezone.now()
-    report = ReconcileReport([], [], [], [])
-    ctx = system_context()
-
-    # 1. Running jobs whose lease ran out: the worker or agent died (or lost the network).
-    expired = Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now).values_list(
-        "pk", flat=True
-    )[:RECONCILE_BATCH]
-    for pk in list(expired):
-        with transaction.atomic():
-            job = (
-                Job.objects.select_for_update(skip_locked=True)
-                .filter(pk=pk, state=JobState.RUNNING, lease_expires_at__lt=now)
-                .first()
-            )
-            if job is None:
-                continue
-            owner = job.lease_owner
-            if job.cancel_requested:
-                job.lease_owner = ""
-                _settle(job, JobState.CANCELLED, ctx)
-                report.failed.append(pk)
-                continue
-            if job.attempts >= job.max_attempts:
-                _settle(
-                    job,
-                    JobState.FAILED,
-                    ctx,
-                    error=(
-                        f"{owner or 'The worker'} stopped reporting {job.attempts} times (lease "
-                        "expired each time). Check that the node's agent (or the control worker) "
-                        "runs and reaches the server, then retry."
-                    ),
-                )
-                report.failed.append(pk)
-                continue
-            job.state = JobState.QUEUED
-            job.lease_owner = ""
-            job.lease_expires_at = None
-            job.append_log(
-                _log_line(f"lease held by {owner} expired; queued again (resumes where it stopped)")
-            )
-            job.version += 1
-            job.save()
-            record(
-                ctx,
-                "requeued",
-                job,
-                changes={
-                    **_state_change(JobState.RUNNING, JobState.QUEUED),
-                    "lease_owner": {"before": owner, "after": ""},
-                },
-            )
-            _push_on_commit(pk)
-            report.requeued.append(pk)  # sent below, with the other queued jobs
-
-    # 2. Queued jobs: cancelled before anyone claimed them, waiting on a job that failed,
-    #    or past their dispatch deadline (message lost, agent offline, backoff over).
-    queued = Job.objects.filter(state=JobState.QUEUED).filter(
-        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now) | Q(cancel_requested=True)
-    )[:RECONCILE_BATCH]
-    for job in list(queued):
-        if job.cancel_requested:
-            with transaction.atomic():
-                locked = (
-                    Job.objects.select_for_update(skip_locked=True)
-                    .filter(pk=job.pk, state=JobState.QUEUED)
-                    .first()
-                )
-                if locked is not None:
-                    _settle(locked, JobState.CANCELLED, ctx)
-                    report.settled.append(job.pk)
-            continue
-        dep = dependency_state(job)
-        if dep is not None and dep != JobState.SUCCEEDED:
-            if dep in FINISHED_STATES:
-                with transaction.atomic():
-                    locked = (
-                        Job.objects.select_for_update(skip_locked=True)
-                        .filter(pk=job.pk, state=JobState.QUEUED)
-                        .first()
-                    )
-                    if locked is not None:
-                        after = waiting_for(locked)
-                        _settle(
-                            locked,
-                            JobState.FAILED,
-                            ctx,
-                            error=f"Job #{after}, which this job waits for, {dep}. "
-                            "Retry this job to try again.",
-                        )
-                        report.settled.append(job.pk)
-            continue
-        if dispatch(job.pk):
-            report.dispatched.append(job.pk)
-    return report

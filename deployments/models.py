@@ -1,0 +1,138 @@
+"""Deployments, their immutable revisions, replicas and rollouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from core.models import AppendOnlyError, VersionedModel
+from deployments.choices import DeploymentState, ReplicaState, RolloutState
+
+
+class Deployment(VersionedModel):
+    """A named service: which revision is wanted, which was last stable, and its state."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    state = models.CharField(
+        max_length=16, choices=DeploymentState.choices, default=DeploymentState.ACTIVE
+    )
+    current_revision = models.ForeignKey(
+        "DeploymentRevision", models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    stable_revision = models.ForeignKey(
+        "DeploymentRevision", models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revision_history_limit = models.PositiveIntegerField(default=10)
+    paused_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.current_revision.spec) if self.current_revision else {}
+
+
+class DeploymentRevision(models.Model):
+    """Revision N of a deployment's spec. Never changed after creation (only ``rollbackable``
+    is cleared when it falls out of the retained window)."""
+
+    deployment = models.ForeignKey(Deployment, models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    variant = models.ForeignKey(
+        "models_catalog.Variant", models.PROTECT, related_name="deployment_revisions"
+    )
+    runtime = models.CharField(max_length=16)
+    diff = models.JSONField(default=dict, blank=True, help_text="Changes against revision N-1.")
+    author_type = models.CharField(max_length=8)
+    author_name = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+    rollbackable = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deployment", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "number"], name="deployments_revision_unique_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name} r{self.number}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Deployment revisions are immutable; create a new one.")
+        super().save(*args, **kwargs)
+
+
+class Replica(models.Model):
+    """One slot of a deployment at one revision, placed on a node as one container."""
+
+    deployment = models.ForeignKey(Deployment, models.CASCADE, related_name="replicas")
+    revision = models.ForeignKey(DeploymentRevision, models.CASCADE, related_name="replicas")
+    slot = models.PositiveIntegerField()
+    node = models.ForeignKey(
+        "fleet.Node", models.SET_NULL, null=True, blank=True, related_name="replicas"
+    )
+    state = models.CharField(
+        max_length=16, choices=ReplicaState.choices, default=ReplicaState.PENDING
+    )
+    reason = models.TextField(blank=True, help_text="Why it is pending or failed.")
+    container_name = models.CharField(max_length=128, blank=True)
+    container_id = models.CharField(max_length=64, blank=True)
+    host_port = models.PositiveIntegerField(null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    download_job = models.ForeignKey(
+        "core.Job", models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    healthy_since = models.DateTimeField(null=True, blank=True)
+    available_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "slot", "-created_at"]
+        indexes = [models.Index(fields=["deployment", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name}[{self.slot}] r{self.revision.number}"
+
+
+class Rollout(models.Model):
+    """Moving a deployment from one revision to another, in batches, with health gates."""
+
+    deployment = models.ForeignKey(Deployment, models.CASCADE, related_name="rollouts")
+    from_revision = models.ForeignKey(
+        DeploymentRevision, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    to_revision = models.ForeignKey(DeploymentRevision, models.CASCADE, related_name="+")
+    state = models.CharField(
+        max_length=16, choices=RolloutState.choices, default=RolloutState.RUNNING
+    )
+    is_rollback = models.BooleanField(default=False)
+    steps = models.JSONField(default=list, blank=True, help_text="What each batch did, when.")
+    failure_reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_progress_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name} → r{self.to_revision.number}"

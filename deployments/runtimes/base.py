@@ -1,0 +1,131 @@
+"""The contract every runtime adapter fulfils.
+
+An adapter is the only place that knows a runtime's image, flags, health endpoint and metrics
+endpoint. It validates runtime arguments and turns (variant, deployment spec, replica slot)
+into a :class:`ContainerSpec`: plain JSON-safe data that the control plane sends to the node's
+agent, which runs it with the Docker engine. The agent resolves the symbolic mount source
+``"model"`` to the variant's snapshot folder in its hub cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Labels every managed container carries (the agent's Docker driver uses the same keys).
+LABEL_MANAGED = "fleet.managed"
+LABEL_NODE = "fleet.node"
+LABEL_DEPLOYMENT = "fleet.deployment"
+LABEL_REVISION = "fleet.revision"
+LABEL_SLOT = "fleet.slot"
+LABEL_REPLICA = "fleet.replica"
+
+MODEL_SOURCE = "model"  # mount source resolved by the agent to the variant's snapshot dir
+MODEL_MOUNT = "/models"  # where every adapter mounts it, read-only
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an adapter needs to know about the variant it serves."""
+
+    repo_id: str
+    commit_sha: str
+    format: str  # safetensors | gguf | onnx
+    files: tuple[str, ...]  # paths relative to the snapshot root
+    name: str  # served model name (the deployment name by default)
+    gguf_file: str | None = None  # the .gguf path relative to the snapshot root
+    max_context: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaContext:
+    deployment: str
+    deployment_id: int
+    revision: int
+    slot: int
+    replica_id: int
+    node_id: int
+    host: str  # address the server binds to (127.0.0.1 or 0.0.0.0)
+    port: int  # the port it listens on (host networking) or publishes
+    model: ModelInfo
+    runtime_args: dict[str, Any]
+    resources: dict[str, Any]  # cpus (float), memory_bytes (int), gpus (int)
+    env: dict[str, str]
+    image: str  # the runtime's image as configured for this install (may be overridden)
+
+
+@dataclass
+class ContainerSpec:
+    image: str
+    name: str
+    command: list[str]
+    entrypoint: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # {source, target, read_only}
+    network_mode: str = "host"
+    ports: dict[str, int] = field(default_factory=dict)  # "8080/tcp" -> host port (bridge)
+    bind_address: str = "127.0.0.1"
+    cap_add: list[str] = field(default_factory=list)  # on top of cap_drop=ALL
+    read_only_rootfs: bool = True
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=256m"})
+    shm_size: int | None = None
+    nano_cpus: int | None = None
+    mem_limit: int | None = None
+    pids_limit: int = 512
+    gpus: int = 0  # device requests for NVIDIA GPUs
+    user: str | None = None
+    health_path: str = "/health"
+    metrics_path: str | None = "/metrics"
+    health_port: int = 0  # the port the agent probes; 0 = same as the serving port
+    post_start: list[dict[str, Any]] = field(default_factory=list)  # HTTP calls after healthy
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ArgumentError(ValueError):
+    """A runtime argument is unknown, mistyped, out of range or refused as dangerous."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{key}: {message}" for key, message in errors.items()))
+        self.errors = errors
+
+
+class RuntimeAdapter:
+    name: str = ""
+    label: str = ""
+    formats: tuple[str, ...] = ()  # variant formats it can serve
+    uses_gpu: bool = False  # whether placement should look at VRAM (may depend on args)
+
+    def default_image(self) -> str:
+        raise NotImplementedError
+
+    def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Cleaned arguments, or :class:`ArgumentError` naming each bad key and why."""
+        raise NotImplementedError
+
+    def needs_gpu(self, args: dict[str, Any], resources: dict[str, Any]) -> bool:
+        return int(resources.get("gpus") or 0) > 0
+
+    def context_length(self, args: dict[str, Any], model: ModelInfo) -> int:
+        """The context the runtime will allocate (for footprint and placement)."""
+        raise NotImplementedError
+
+    def container_spec(self, ctx: ReplicaContext) -> ContainerSpec:
+        raise NotImplementedError
+
+
+def base_labels(ctx: ReplicaContext) -> dict[str, str]:
+    return {
+        LABEL_MANAGED: "true",
+        LABEL_NODE: str(ctx.node_id),
+        LABEL_DEPLOYMENT: ctx.deployment,
+        LABEL_REVISION: str(ctx.revision),
+        LABEL_SLOT: str(ctx.slot),
+        LABEL_REPLICA: str(ctx.replica_id),
+    }
+
+
+def container_name(ctx: ReplicaContext) -> str:
+    return f"fleet-{ctx.deployment}-r{ctx.revision}-s{ctx.slot}-{ctx.replica_id}"

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from core.api import views as core_views
 from core.api.jobs import JobViewSet
 from core.api.urls import router as core_router
+from deployments.api.urls import router as deployments_router
 from fleet.api.urls import router as fleet_router
 from fleet.api.urls import urlpatterns as fleet_agent_urls
 from models_catalog.api import downloads as download_views
@@ -17,6 +18,7 @@ router.include_root_view = False
 router.registry.extend(core_router.registry)
 router.registry.extend(fleet_router.registry)
 router.registry.extend(catalog_router.registry)
+router.registry.extend(deployments_router.registry)
 router.register("jobs", JobViewSet, basename="job")
 router.register("node-models", download_views.NodeModelViewSet, basename="nodemodel")
 

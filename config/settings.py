@@ -148,6 +148,36 @@ FLEET_JOB_LEASE_SECONDS = env.integer("FLEET_JOB_LEASE_SECONDS", 60, minimum=5)
 FLEET_JOB_RECONCILE_SECONDS = env.integer("FLEET_JOB_RECONCILE_SECONDS", 10, minimum=1)
 # Largest heartbeat body accepted (bytes).
 FLEET_HEARTBEAT_MAX_BYTES = env.integer("FLEET_HEARTBEAT_MAX_BYTES", 262144, minimum=4096)
+# --- Deployments (reconciler) ---------------------------------------------------------------
+# How often every deployment is reconciled (beat), besides the nudges on every change.
+FLEET_RECONCILE_SECONDS = env.integer("FLEET_RECONCILE_SECONDS", 2, minimum=1)
+# Replicas on a node unreachable this long are placed elsewhere.
+FLEET_RESCHEDULE_GRACE_SECONDS = env.integer("FLEET_RESCHEDULE_GRACE_SECONDS", 60, minimum=0)
+# A container with the fleet's labels and no live replica is removed once this old.
+FLEET_ORPHAN_GRACE_SECONDS = env.integer("FLEET_ORPHAN_GRACE_SECONDS", 60, minimum=0)
+# A start or stop order with no answer is sent again after this long (and expires then).
+FLEET_REPLICA_RESEND_SECONDS = env.integer("FLEET_REPLICA_RESEND_SECONDS", 15, minimum=2)
+# How long one start order waits for health on the node (the agent runs one order at a time).
+FLEET_REPLICA_START_WAIT_SECONDS = env.integer("FLEET_REPLICA_START_WAIT_SECONDS", 10, minimum=1)
+
+
+def _port_range(name: str, default: str) -> tuple[int, int]:
+    """``"20000-29999"`` as (low, high); refuses anything else, naming the variable."""
+    raw = env.string(name, default)
+    low, sep, high = raw.partition("-")
+    try:
+        bounds = (int(low), int(high)) if sep else None
+    except ValueError:
+        bounds = None
+    if bounds is None or not 1024 <= bounds[0] <= bounds[1] <= 65535:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a port range such as 20000-29999 (low-high, 1024-65535)."
+        )
+    return bounds
+
+
+# Host ports given to replicas whose spec names no port (host networking: unique per node).
+FLEET_REPLICA_PORT_RANGE = _port_range("FLEET_REPLICA_PORT_RANGE", "20000-29999")
 
 CELERY_BEAT_SCHEDULE = {
     "clear-expired-sessions": {
@@ -164,6 +194,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "core.tasks.reconcile_jobs",
         "schedule": float(FLEET_JOB_RECONCILE_SECONDS),
         "options": {"expires": float(FLEET_JOB_RECONCILE_SECONDS)},
+    },
+    # Level-triggered: every deployment compared with what nodes report, side effects sent.
+    "reconcile-deployments": {
+        "task": "deployments.tasks.reconcile_all",
+        "schedule": float(FLEET_RECONCILE_SECONDS),
+        "options": {"expires": float(FLEET_RECONCILE_SECONDS)},
     },
 }
 if REDIS_URL:
@@ -202,6 +238,9 @@ FLEET_MODEL_STORE = Path(env.string("FLEET_MODEL_STORE", str(STATE_DIR / "store"
 # With a front proxy (nginx), the mirror answers with X-Accel-Redirect to this internal
 # location instead of streaming the file itself; empty = stream from Python.
 FLEET_MIRROR_ACCEL_REDIRECT = env.string("FLEET_MIRROR_ACCEL_REDIRECT", "")
+# How long the mirror's ASGI fast path trusts a credential and a repository's pin and files
+# (seconds; a deleted model or revoked credential stops working within it); 0 = no cache.
+FLEET_MIRROR_CACHE_SECONDS = env.integer("FLEET_MIRROR_CACHE_SECONDS", 5, minimum=0)
 # Licences allowed for deployment until an admin changes the policy in the console.
 FLEET_DEFAULT_ALLOWED_LICENCES = env.strings(
     "FLEET_DEFAULT_ALLOWED_LICENCES",
@@ -216,6 +255,16 @@ FLEET_DEFAULT_ALLOWED_LICENCES = env.strings(
         "unlicense",
     ],
 )
+
+# --- Runtimes -------------------------------------------------------------------------------
+# The image each runtime adapter runs (point them at an internal registry when air-gapped);
+# a deployment may still name its own. See docs/runtimes.md.
+FLEET_IMAGE_LLAMACPP = env.string("FLEET_IMAGE_LLAMACPP", "ghcr.io/ggml-org/llama.cpp:server")
+FLEET_IMAGE_VLLM = env.string("FLEET_IMAGE_VLLM", "vllm/vllm-openai:latest")
+FLEET_IMAGE_OLLAMA = env.string("FLEET_IMAGE_OLLAMA", "ollama/ollama:latest")
+# "host": servers bind the replica's address on the host network; "bridge": they run in the
+# container's own network namespace and the engine publishes the port on that address.
+FLEET_CONTAINER_NETWORK = env.choice("FLEET_CONTAINER_NETWORK", "host", ("host", "bridge"))
 
 # --- Encryption of stored secrets -----------------------------------------------------------
 FLEET_ENCRYPTION_KEYS: list[str] = env.secret_list(
@@ -310,6 +359,13 @@ SPECTACULAR_SETTINGS = {
         "JobKindEnum": "core.jobs.JobKind",
         "JobStateEnum": "core.jobs.JobState",
         "NodeModelStateEnum": "models_catalog.models.NodeModel.State",
+        "StatusEnum": "fleet.choices.NodeState",
+        "DeploymentStateEnum": "deployments.choices.DeploymentState",
+        "DeploymentStatusEnum": "deployments.models.STATUSES",
+        "ReplicaStateEnum": "deployments.choices.ReplicaState",
+        "RolloutStateEnum": "deployments.choices.RolloutState",
+        "RuntimeEnum": "deployments.choices.Runtime",
+        "PlacementStrategyEnum": "deployments.choices.PlacementStrategy",
     },
 }
 

@@ -13,7 +13,13 @@ from deployments.choices import DeploymentState, ReplicaState, RolloutState
 
 
 class Deployment(VersionedModel):
-    """A named service: which revision is wanted, which was last stable, and its state."""
+    """A named service: which revision is wanted, which was last stable, and its state.
+
+    ``desired_replicas`` is the replica count wanted now (``replicas`` is the reverse
+    relation to the Replica rows). Like Kubernetes, scaling is not a new revision: it changes
+    this field only; a revision's ``spec["replicas"]`` records the count when that revision
+    was made (docs/deployments.md).
+    """
 
     name = models.SlugField(max_length=63, unique=True)
     state = models.CharField(
@@ -25,8 +31,11 @@ class Deployment(VersionedModel):
     stable_revision = models.ForeignKey(
         "DeploymentRevision", models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    desired_replicas = models.PositiveIntegerField(default=1)
     revision_history_limit = models.PositiveIntegerField(default=10)
     paused_reason = models.TextField(blank=True)
+    # Set by a delete: the deployment is stopped and the row goes once its replicas are gone.
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -41,6 +50,36 @@ class Deployment(VersionedModel):
     @property
     def spec(self) -> dict[str, Any]:
         return dict(self.current_revision.spec) if self.current_revision else {}
+
+    def get_status(self, ready: int, up_to_date: int, rollout_state: str | None = None) -> str:
+        """What the deployment is doing, from its state and its replicas' (one of STATUSES).
+
+        ``ready``: available replicas of any revision; ``up_to_date``: live replicas of the
+        current revision; ``rollout_state``: the latest rollout's state, if any.
+        """
+        if self.deletion_requested_at is not None:
+            return "deleting"
+        if self.state != DeploymentState.ACTIVE:
+            return str(self.state)
+        if rollout_state == RolloutState.FAILED:
+            return "failed"
+        if ready >= self.desired_replicas and up_to_date == self.desired_replicas:
+            return "available"
+        if rollout_state == RolloutState.RUNNING or up_to_date < self.desired_replicas:
+            return "progressing"
+        return "degraded"
+
+
+# Deployment.get_status() values: the three states, and while active what the replicas do.
+STATUSES = (
+    ("available", "Available: every replica is up to date and available"),
+    ("progressing", "Progressing: replicas are being placed, started or replaced"),
+    ("degraded", "Degraded: fewer replicas available than desired"),
+    ("failed", "Failed: the latest rollout failed"),
+    (DeploymentState.PAUSED, "Paused"),
+    (DeploymentState.STOPPED, "Stopped"),
+    ("deleting", "Deleting: stopped; removed once its replicas are gone"),
+)
 
 
 class DeploymentRevision(models.Model):
@@ -94,6 +133,11 @@ class Replica(models.Model):
     container_name = models.CharField(max_length=128, blank=True)
     container_id = models.CharField(max_length=64, blank=True)
     host_port = models.PositiveIntegerField(null=True, blank=True)
+    # What placement reserved on the node: the footprint on "cpu" (RAM) or "gpu" (split
+    # evenly over ``gpu_indices``), counted against the node's free memory until gone.
+    reserved_device = models.CharField(max_length=8, blank=True)
+    reserved_bytes = models.BigIntegerField(default=0)
+    gpu_indices = models.JSONField(default=list, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     download_job = models.ForeignKey(
         "core.Job", models.SET_NULL, null=True, blank=True, related_name="+"
@@ -104,13 +148,28 @@ class Replica(models.Model):
     available_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # The container's log lines last fetched ("<timestamp> <line>", oldest first), kept here
+    # so they outlive the container (deployments/logs.py); when they were last merged in.
+    last_logs = models.TextField(blank=True)
+    logs_fetched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["deployment", "slot", "-created_at"]
-        indexes = [models.Index(fields=["deployment", "state"])]
+        indexes = [
+            models.Index(fields=["deployment", "state"]),
+            models.Index(fields=["node", "state"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.deployment.name}[{self.slot}] r{self.revision.number}"
+
+    @property
+    def endpoint(self) -> str:
+        """``http://host:port`` of the server, once it has a node and a port."""
+        if self.node is None or not self.host_port or self.state == ReplicaState.GONE:
+            return ""
+        host = ((self.node.inventory or {}).get("host") or {}).get("hostname") or self.node.name
+        return f"http://{host}:{self.host_port}"
 
 
 class Rollout(models.Model):

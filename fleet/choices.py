@@ -33,6 +33,8 @@ class CommandKind(models.TextChoices):
     PROBE = "probe", "Probe"
     # Remove a variant's files from the node's hub cache (blobs no other variant uses).
     DELETE_MODEL = "delete_model", "Delete model files"
+    # A replica container's last log lines (with timestamps, optionally since a moment).
+    REPLICA_LOGS = "replica_logs", "Replica logs"
 
 
 class CommandState(models.TextChoices):

@@ -90,11 +90,12 @@ def variant_footprints(variant: Variant, contexts: list[int] | None = None) -> l
 def reserved_bytes(node: Node, device: str, gpu_index: int | None = None) -> int:
     """Memory that replicas placed on ``node`` hold on ``device`` ("cpu" RAM or one GPU).
 
-    Always 0 today: there are no replicas yet. The deployments app will fill this in with
-    the footprints of the replicas it places, so that two placements never count the same
-    free memory twice.
+    The deployments app counts the replicas it placed there, so that two placements never
+    count the same free memory twice (deployments.placement.reserved_bytes explains how).
     """
-    return 0
+    from deployments.placement import reserved_bytes as placed
+
+    return placed(node, device, gpu_index)
 
 
 def _gb(value: int) -> str:

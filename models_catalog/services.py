@@ -292,12 +292,27 @@ def repin(
 
 @transaction.atomic
 def delete_model(ctx: ChangeContext, model: CatalogModel) -> None:
-    """Forget a model with its files and variants; refused while a node holds a variant."""
+    """Forget a model with its files and variants; refused while a node holds a variant or a
+    deployment revision refers to one."""
     placed = NodeModel.objects.filter(variant__model=model).select_related("node")
     if placed:
         nodes = ", ".join(sorted({p.node.name for p in placed}))
         raise ConflictError(
             f"Variants of {model.repo_id} are on nodes ({nodes}); remove them there first."
+        )
+    from deployments.models import DeploymentRevision
+
+    used_by = sorted(
+        set(
+            DeploymentRevision.objects.filter(variant__model=model).values_list(
+                "deployment__name", flat=True
+            )
+        )
+    )
+    if used_by:
+        raise ConflictError(
+            f"Deployments use variants of {model.repo_id} ({', '.join(used_by)}), and their "
+            "revisions keep it for rollbacks; delete those deployments first."
         )
     record(ctx, "deleted", model, changes=diff(_snapshot_model(model), {}))
     model.delete()

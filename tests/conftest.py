@@ -13,7 +13,7 @@ from core.history import ChangeContext
 from core.models import User
 from tests.factories import PASSWORD, UserFactory
 
-pytest_plugins = ["tests.hubserver.fixtures", "tests.runtimes.fixtures"]
+pytest_plugins = ["tests.hardening", "tests.hubserver.fixtures", "tests.runtimes.fixtures"]
 
 PERSONAS = ("admin", "operator", "viewer", "anonymous")
 

@@ -115,6 +115,41 @@ class RuntimeAdapter:
     def container_spec(self, ctx: ReplicaContext) -> ContainerSpec:
         raise NotImplementedError
 
+    def completion_request(
+        self, prompt: str, max_tokens: int, *, model: str = ""
+    ) -> tuple[str, dict[str, Any]]:
+        """The path and JSON body of one text completion (the "try it" box).
+
+        The default is the OpenAI-compatible ``POST /v1/completions`` every built-in runtime
+        serves; ``model`` is the served model name. Adapters without a known completion API
+        raise :class:`NotImplementedError` with a message for the person trying.
+        """
+        body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "stream": False}
+        if model:
+            body["model"] = model
+        return "/v1/completions", body
+
+    def parse_completion(self, answer: Any) -> tuple[str, int | None, int | None]:
+        """(text, prompt tokens, completion tokens) from a completion answer; ValueError if
+        the answer is not one. Token counts are None where the runtime does not say."""
+        if not isinstance(answer, dict):
+            raise ValueError("the answer is not a JSON object")
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ValueError("the answer has no choices")
+        text = choices[0].get("text")
+        if not isinstance(text, str):
+            raise ValueError("the answer's first choice has no text")
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
+
+        def count(key: str) -> int | None:
+            value = usage.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        return text, count("prompt_tokens"), count("completion_tokens")
+
 
 def base_labels(ctx: ReplicaContext) -> dict[str, str]:
     return {

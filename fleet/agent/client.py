@@ -85,6 +85,10 @@ class ServerClient:
             f"/api/v1/agent/commands/{command_id}/result/", {"result": result, "error": error}
         )
 
+    def replica_status(self, replica_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """A replica's state as this node sees it (starting, healthy, failed, stopped)."""
+        return self._post(f"/api/v1/agent/replicas/{replica_id}/status/", body)
+
     def release_jobs(self) -> dict[str, Any]:
         """After a restart: hand back the jobs this node held so they are sent again now."""
         return self._post("/api/v1/agent/jobs/release/", {})

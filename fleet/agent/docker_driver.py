@@ -67,6 +67,10 @@ class DockerDriver:
                         self._client = DockerClient(base_url=self.base_url, timeout=self.timeout)
             return self._client
 
+    def sdk(self) -> DockerClient:
+        """The connected SDK client, for the agent's container code (``containers.py``)."""
+        return self._connect()
+
     def close(self) -> None:
         """Drop the connection pool; the next call reconnects."""
         with self._lock:
@@ -176,6 +180,9 @@ def _translated_errors(action: str) -> Iterator[None]:
         if _caused_by_transport(exc):
             raise DockerUnavailable(_short(f"cannot {action}: {exc}")) from exc
         raise DockerError(_short(f"cannot {action}: {exc}"), retryable=False) from exc
+
+
+translated_errors = _translated_errors
 
 
 def _caused_by_transport(exc: BaseException) -> bool:

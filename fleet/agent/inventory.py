@@ -9,6 +9,7 @@ OS, kernel, architecture) are read once per process; the rest are cheap reads.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import platform
 import shutil
@@ -16,12 +17,14 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
 from fleet.agent.docker_driver import DockerDriver
 from fleet.agent.errors import AdapterError, DockerUnavailable
 from fleet.agent.gpus import read_gpus
+from fleet.agent.state import AgentState
 
 OS_RELEASE_PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
 CPUINFO_PATH = Path("/proc/cpuinfo")
@@ -57,6 +60,7 @@ def collect_inventory(
             "os": os_name(),
             "kernel": platform.release(),
             "arch": platform.machine(),
+            "address": host_address(data_dir),
         },
         "cpu": {
             "model": cpu_model(),
@@ -75,6 +79,42 @@ def collect_inventory(
         "docker": engine,
         "containers": containers,
     }
+
+
+def host_address(data_dir: Path) -> str:
+    """The IPv4 address the control plane can reach this host's replicas at.
+
+    ``FLEET_AGENT_ADDRESS`` when set; else 127.0.0.1 when the agent's --server (from its
+    state file) is on loopback or unknown (not joined yet); else the address of the
+    interface that routes to the server (a UDP "connect" sends nothing).
+    """
+    override = os.environ.get("FLEET_AGENT_ADDRESS", "").strip()
+    if override:
+        return override
+    try:
+        state = AgentState.load(data_dir)
+    except SystemExit:  # an unreadable state file: the agent reports that elsewhere
+        state = None
+    return _address_towards(state.server if state else "")
+
+
+@functools.cache
+def _address_towards(server: str) -> str:
+    parts = urlsplit(server)
+    host = parts.hostname or ""
+    if not host or host == "localhost":
+        return "127.0.0.1"
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return "127.0.0.1"
+    except ValueError:
+        pass  # a name: resolve it below
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, parts.port or 443))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
 
 
 @functools.cache

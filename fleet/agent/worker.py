@@ -33,14 +33,40 @@ class Runtime:
     ca_file: str | None = None
     docker_url: str | None = None
 
+    _client: ServerClient | None = None
+    _driver: DockerDriver | None = None
+
     @classmethod
     def client(cls) -> ServerClient:
+        """The server client of this process: one HTTP session (kept-alive connection)."""
         state = AgentState.load(cls.data_dir)  # re-read: the credential may have been rotated
         if state is None:
             raise RuntimeError("the agent has no state; it must join first")
-        client = ServerClient(cls.server, ca_file=cls.ca_file)
+        client = cls._client
+        if client is None or client.server != cls.server.rstrip("/"):
+            client = cls._client = ServerClient(cls.server, ca_file=cls.ca_file)
         client.credential = state.credential
         return client
+
+    @classmethod
+    def forget_client(cls) -> None:
+        client, cls._client = cls._client, None
+        if client is not None:
+            client.session.close()
+
+    @classmethod
+    def driver(cls) -> DockerDriver:
+        """The Docker driver of this process: connected (API version negotiated) once, not
+        per command; ``forget_driver`` after a failure makes the next command reconnect."""
+        if cls._driver is None:
+            cls._driver = DockerDriver(base_url=cls.docker_url, timeout=30)
+        return cls._driver
+
+    @classmethod
+    def forget_driver(cls) -> None:
+        driver, cls._driver = cls._driver, None
+        if driver is not None:
+            driver.close()
 
 
 def configure(state: AgentState) -> Celery:
@@ -116,3 +142,79 @@ def delete_model(command_id: int, arguments: dict[str, Any] | None = None) -> No
         return
     Runtime.client().command_result(command_id, result=result, error=None)
     log.info("delete_model %s: %s", command_id, result)
+
+
+def _report_replica(replica_id: int, body: dict[str, Any]) -> None:
+    """Tell the control plane; a lost report is harmless (the reconciler sends again)."""
+    from fleet.agent.client import ServerRefused, ServerUnreachable
+
+    if not replica_id:
+        return  # an orphan container: nobody to tell
+    try:
+        try:
+            Runtime.client().replica_status(replica_id, body)
+        except ServerUnreachable:  # perhaps a kept-alive connection the server closed
+            Runtime.forget_client()
+            Runtime.client().replica_status(replica_id, body)
+    except (ServerRefused, ServerUnreachable) as exc:
+        log.warning("replica %s: status %s not delivered: %s", replica_id, body["state"], exc)
+
+
+@app.task(name="fleet.agent.replica_start", ignore_result=True)
+def replica_start(
+    replica_id: int,
+    spec: dict[str, Any],
+    model: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Start (or keep) a replica's container and wait a short while for its health endpoint.
+
+    The wait is bounded by ``options["wait_s"]`` (the node runs one command at a time): when
+    it runs out the report says ``starting`` and the control plane sends the start again.
+    """
+    from fleet.agent.containers import snapshot_dir, start_replica
+
+    picked_at = time.time()
+    opts = options or {}
+    model_dir = None
+    if model and model.get("repo_id") and model.get("commit"):
+        model_dir = snapshot_dir(Runtime.data_dir, str(model["repo_id"]), str(model["commit"]))
+    try:
+        outcome = start_replica(
+            spec,
+            model_dir,
+            port=int(opts.get("port") or 0),
+            wait_s=float(opts.get("wait_s") or 10),
+            driver=Runtime.driver(),
+        )
+    except BaseException:
+        Runtime.forget_driver()
+        raise
+    if outcome.state == "failed":
+        Runtime.forget_driver()  # the engine may have restarted: reconnect next time
+    reporting = time.monotonic()
+    _report_replica(replica_id, outcome.report())
+    outcome.timings["report_ms"] = round((time.monotonic() - reporting) * 1000, 1)
+    outcome.timings["picked_at"] = round(picked_at, 4)
+    log.info("replica %s: %s %s", replica_id, outcome.state, outcome.timings)
+
+
+@app.task(name="fleet.agent.replica_stop", ignore_result=True)
+def replica_stop(replica_id: int, container_name: str) -> None:
+    """Stop and remove a replica's container (idempotent); ``replica_id`` 0 for orphans."""
+    from fleet.agent.containers import stop_replica
+    from fleet.agent.errors import AdapterError
+
+    try:
+        stop_replica(container_name, driver=Runtime.driver())
+    except AdapterError as exc:
+        Runtime.forget_driver()
+        log.warning("replica %s: cannot stop %s: %s", replica_id, container_name, exc.message)
+        return  # the control plane sends the stop again
+    _report_replica(
+        replica_id, {"state": "stopped", "container_id": "", "error": "", "restarts": 0}
+    )
+    log.info("replica %s: container %s removed", replica_id, container_name)
+
+
+import fleet.agent.replica_logs  # noqa: E402, F401  (registers fleet.agent.replica_logs)

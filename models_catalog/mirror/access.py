@@ -42,9 +42,8 @@ def _refusal(message: str) -> JsonResponse:
     return response
 
 
-def authenticate(request: HttpRequest) -> tuple[str, Any] | JsonResponse:
-    """``("node", node)`` or ``("token", token)``, or the 401 to answer."""
-    header = request.headers.get("Authorization", "")
+def credential(header: str) -> str | JsonResponse:
+    """The key of an ``Authorization`` header, or the 401 to answer (no database access)."""
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if not header:
@@ -54,6 +53,11 @@ def authenticate(request: HttpRequest) -> tuple[str, Any] | JsonResponse:
         )
     if scheme.lower() != "bearer" or not key or " " in key:
         return _refusal(protocol.INVALID_CREDENTIALS)
+    return key
+
+
+def principal(key: str) -> tuple[str, Any] | None:
+    """``("node", node)`` or ``("token", token)`` for a key, or None when it is not valid."""
     if key.startswith(NODE_CREDENTIAL_PREFIX):
         node = authenticate_node(key)
         if node is not None:
@@ -64,7 +68,19 @@ def authenticate(request: HttpRequest) -> tuple[str, Any] | JsonResponse:
         )
         if token is not None:
             return "token", token
+    return None
+
+
+def invalid_credentials() -> JsonResponse:
     return _refusal(protocol.INVALID_CREDENTIALS)
+
+
+def authenticate(request: HttpRequest) -> tuple[str, Any] | JsonResponse:
+    """``("node", node)`` or ``("token", token)``, or the 401 to answer."""
+    key = credential(request.headers.get("Authorization", ""))
+    if isinstance(key, JsonResponse):
+        return key
+    return principal(key) or invalid_credentials()
 
 
 def hub_view(methods: Collection[str]) -> Callable[[View], View]:

@@ -8,6 +8,7 @@ out of the request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -212,46 +213,104 @@ def not_found(request: HttpRequest, rest: str) -> HttpResponse:
 
 
 # --- Files ------------------------------------------------------------------------------------
-@hub_view(READ)
-def resolve(request: HttpRequest, org: str, name: str, rest: str) -> HttpResponseBase:
-    found = _repo_and_path(org, name, rest)
-    if isinstance(found, HttpResponse):
-        return found
-    repo, raw_path = found
+@dataclass(frozen=True)
+class Snapshot:
+    """What resolving a file needs of a repository: its pin, revisions and files by path.
+
+    Plain data, so the ASGI fast path (:mod:`models_catalog.mirror.asgi_fastpath`) can keep
+    it for a few seconds between the requests of one download.
+    """
+
+    repo_id: str
+    sha: str
+    requested_revision: str
+    revisions: frozenset[str]
+    files: dict[str, protocol.RepoFile]
+
+
+def load_snapshot(org: str, name: str) -> Snapshot | None:
+    """The repository ``org/name`` from the catalog (two queries), or None if it is not there."""
+    model = _model(org, name)
+    if isinstance(model, JsonResponse):
+        return None
+    return Snapshot(
+        repo_id=model.repo_id,
+        sha=model.commit_sha,
+        requested_revision=model.requested_revision,
+        revisions=frozenset(_revisions(model)),
+        files={row.path: _entry(row) for row in model.files.order_by("path")},
+    )
+
+
+def is_stored(file: protocol.RepoFile) -> bool:
+    return bool(protocol.SHA256.match(file.sha256)) and store.has_blob(file.sha256)
+
+
+def locate(
+    snapshot: Snapshot | None,
+    org: str,
+    name: str,
+    rest: str,
+    stored: Callable[[protocol.RepoFile], bool] = is_stored,
+) -> tuple[str, protocol.RepoFile] | JsonResponse:
+    """The commit and file a ``{revision}/{path}`` names, or the error to answer."""
+    if snapshot is None:
+        message = f"{org}/{name} is not in the fleet catalog."
+        return error_response(404, protocol.REPO_NOT_FOUND, message)
+    revision, raw_path = protocol.split_revision(rest, snapshot.revisions)
+    if revision not in snapshot.revisions:
+        return error_response(
+            404,
+            protocol.REVISION_NOT_FOUND,
+            f"{snapshot.repo_id} is pinned to {snapshot.sha} ({snapshot.requested_revision}); "
+            f"the mirror has no revision {revision!r}.",
+        )
     path = protocol.clean_path(raw_path)
     if path is None:
         return error_response(400, None, "Invalid path in repository.")
-    row = next((row for row in repo.files if row.path == path), None)
-    if row is None:
+    file = snapshot.files.get(path)
+    if file is None:
         return error_response(
             404,
             protocol.ENTRY_NOT_FOUND,
-            f"{path} does not exist in {repo.model.repo_id} at {repo.sha}.",
-            {"X-Repo-Commit": repo.sha},
+            f"{path} does not exist in {snapshot.repo_id} at {snapshot.sha}.",
+            {"X-Repo-Commit": snapshot.sha},
         )
-    if not protocol.SHA256.match(row.sha256) or not store.has_blob(row.sha256):
+    if not stored(file):
         # No X-Repo-Commit: the client would cache the file as non-existent for this commit.
         return error_response(
             404,
             protocol.ENTRY_NOT_FOUND,
-            f"{path} of {repo.model.repo_id} is in the catalog but not cached in the fleet "
+            f"{path} of {snapshot.repo_id} is in the catalog but not cached in the fleet "
             "store yet: download its variant to the control plane first.",
         )
-    return serve(request, repo.sha, _entry(row))
+    return snapshot.sha, file
+
+
+@hub_view(READ)
+def resolve(request: HttpRequest, org: str, name: str, rest: str) -> HttpResponseBase:
+    found = locate(load_snapshot(org, name), org, name, rest)
+    if isinstance(found, HttpResponse):
+        return found
+    return serve(request, *found)
+
+
+def accel_location(file: protocol.RepoFile, accel: str) -> str:
+    """The internal location nginx serves ``file``'s store blob from (X-Accel-Redirect)."""
+    relative = store.blob_path(file.sha256).relative_to(store.root()).as_posix()
+    return f"{accel.rstrip('/')}/{relative}"
 
 
 def serve(request: HttpRequest, commit_sha: str, file: protocol.RepoFile) -> HttpResponseBase:
     """HEAD: metadata only. GET: the store blob, whole or one byte range."""
     headers = protocol.file_headers(commit_sha, file)
-    blob = store.blob_path(file.sha256)
     if request.method == "HEAD":
         return _with(HttpResponse(), headers)
     accel = settings.FLEET_MIRROR_ACCEL_REDIRECT
     if accel:  # nginx sends the bytes (and handles Range) from its internal location
         headers.pop("Content-Length")
-        relative = blob.relative_to(store.root()).as_posix()
-        location = f"{accel.rstrip('/')}/{relative}"
-        return _with(HttpResponse(), {**headers, "X-Accel-Redirect": location})
+        return _with(HttpResponse(), {**headers, "X-Accel-Redirect": accel_location(file, accel)})
+    blob = store.blob_path(file.sha256)
     try:
         wanted = protocol.parse_range(
             request.headers.get("Range"),

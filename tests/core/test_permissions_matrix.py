@@ -22,10 +22,14 @@ from core.choices import Role, SecretKind, TokenScope
 from core.history import ChangeContext
 from core.jobs import Job, JobKind
 from core.models import ApiToken, HistoryEvent, Secret, User
+from deployments import services as deployment_services
+from deployments.choices import ReplicaState
+from deployments.models import Deployment, Replica, Rollout
 from fleet import services as fleet_services
 from fleet.models import JoinToken, Node, NodeCommand
 from models_catalog.downloads import put_variant_on_nodes
 from models_catalog.models import CatalogModel, ModelFile, NodeModel, Variant
+from tests.deployments.builders import gguf_variant, qwen
 from tests.hubserver.fixtures import TINY, TINY_GGUF
 
 PERSONAS = ("admin", "operator", "viewer", "anonymous")
@@ -56,6 +60,9 @@ class World:
     job: Job  # a queued download job of ``variant`` to ``node``
     failed_job: Job
     node_model: NodeModel  # ``variant`` present on ``node``
+    deployment: Deployment  # at revision 2 (r1 rollback-able), no live replica
+    replica: Replica  # a gone replica of ``deployment`` on ``node``
+    rollout: Rollout
 
     def placeholders(self, persona: str) -> dict[str, Any]:
         """Values for the ``{name}`` placeholders of paths and bodies, seen by ``persona``."""
@@ -66,6 +73,7 @@ class World:
         self.secret.refresh_from_db()
         subject.refresh_from_db()
         self.catalog_model.refresh_from_db()
+        self.deployment.refresh_from_db()
         return {
             "secret": self.secret.pk,
             "secret_version": self.secret.version,
@@ -84,6 +92,11 @@ class World:
             "job": self.job.pk,
             "failed_job": self.failed_job.pk,
             "node_model": self.node_model.pk,
+            "deployment": self.deployment.pk,
+            "deployment_version": self.deployment.version,
+            "deploy_variant": self.deployment.current_revision.variant_id,  # type: ignore[union-attr]
+            "replica": self.replica.pk,
+            "rollout": self.rollout.pk,
         }
 
 
@@ -152,6 +165,7 @@ def world(personas, catalog_hub, hub_commits) -> World:
     command = fleet_services.send_command(ChangeContext.for_user(admin), node, "probe")
     catalog_model, variant = _catalog_model(hub_commits[TINY][0])
     job, failed_job, node_model = _download_jobs(admin, node, variant)
+    deployment, replica, rollout = _deployment(admin, node)
     return World(
         users=personas,
         tokens=tokens,
@@ -167,7 +181,30 @@ def world(personas, catalog_hub, hub_commits) -> World:
         job=job,
         failed_job=failed_job,
         node_model=node_model,
+        deployment=deployment,
+        replica=replica,
+        rollout=rollout,
     )
+
+
+def _deployment(admin: User, node: Node) -> tuple[Deployment, Replica, Rollout]:
+    """A deployment of another model's GGUF variant (so the catalog model above can still
+    be deleted), changed once, with a gone replica and a rollout."""
+    ctx = ChangeContext.for_user(admin)
+    variant = gguf_variant(qwen("fleet-test/matrix-deployed"))
+    deployment = deployment_services.create_deployment(
+        ctx, "matrix-deployment", {"variant": variant.pk, "runtime": "llamacpp"}
+    )
+    deployment = deployment_services.update_spec(ctx, deployment, {"runtime_args": {"parallel": 2}})
+    replica = Replica.objects.create(
+        deployment=deployment,
+        revision=deployment.current_revision,
+        slot=0,
+        node=node,
+        state=ReplicaState.GONE,
+    )
+    rollout = Rollout.objects.create(deployment=deployment, to_revision=deployment.current_revision)
+    return deployment, replica, rollout
 
 
 def _download_jobs(admin: User, node: Node, variant: Variant) -> tuple[Job, Job, NodeModel]:
@@ -641,6 +678,14 @@ FLEET_API_ROWS = [
         body={"outcome": "succeeded"},
         check=lambda response, persona, world: _job_state_is(world, "queued"),
     ),
+    api(
+        "agent-replica-status",
+        "agent-replica-status",
+        "POST",
+        "/api/v1/agent/replicas/1/status/",
+        **everyone(401),
+        body={"state": "healthy"},
+    ),
 ]
 
 PAGE_ROWS = [
@@ -1074,16 +1119,263 @@ DOWNLOAD_PAGE_ROWS = [
     ),
 ]
 
+
+def check_deployment_created(response: Any, persona: str, world: World) -> None:
+    exists = Deployment.objects.filter(name="matrix-new").exists()
+    assert exists == _succeeded(response)
+
+
+def check_deployment_deleted(response: Any, persona: str, world: World) -> None:
+    gone = not Deployment.objects.filter(pk=world.deployment.pk).exists()
+    assert gone == _succeeded(response)
+
+
+def check_deployment_revision(number: int) -> Check:
+    def check(response: Any, persona: str, world: World) -> None:
+        world.deployment.refresh_from_db()
+        changed = world.deployment.current_revision.number == number  # type: ignore[union-attr]
+        assert changed == _succeeded(response)
+
+    return check
+
+
+def check_deployment_field(field: str, value: Any) -> Check:
+    def check(response: Any, persona: str, world: World) -> None:
+        world.deployment.refresh_from_db()
+        assert (getattr(world.deployment, field) == value) == _succeeded(response)
+
+    return check
+
+
+DEPLOYMENT = "/api/v1/deployments/{deployment}/"
+NEW_SPEC = {"variant": "{deploy_variant}", "runtime": "llamacpp"}
+DEPLOYMENT_API_ROWS = [
+    api("deployments-list", "deployment-list", "GET", "/api/v1/deployments/", **everyone(200)),
+    api(
+        "deployments-create",
+        "deployment-list",
+        "POST",
+        "/api/v1/deployments/",
+        **operators(201),
+        body={"name": "matrix-new", "spec": NEW_SPEC, "reason": "matrix"},
+        check=check_deployment_created,
+    ),
+    api("deployments-retrieve", "deployment-detail", "GET", DEPLOYMENT, **everyone(200)),
+    api(
+        "deployments-patch",
+        "deployment-detail",
+        "PATCH",
+        DEPLOYMENT,
+        **operators(200),
+        body={"spec": {"runtime_args": {"parallel": 4}}},
+        check=check_deployment_revision(3),
+    ),
+    api("deployments-put", "deployment-detail", "PUT", DEPLOYMENT, **operators(405), body={}),
+    api(
+        "deployments-delete",
+        "deployment-detail",
+        "DELETE",
+        DEPLOYMENT,
+        **operators(204),
+        check=check_deployment_deleted,
+    ),
+    api(
+        "deployments-revisions",
+        "deployment-revisions",
+        "GET",
+        DEPLOYMENT + "revisions/",
+        **everyone(200),
+    ),
+    api(
+        "deployments-scale",
+        "deployment-scale",
+        "POST",
+        DEPLOYMENT + "scale/",
+        **operators(200),
+        body={"replicas": 2},
+        check=check_deployment_field("desired_replicas", 2),
+    ),
+    api(
+        "deployments-pause",
+        "deployment-pause",
+        "POST",
+        DEPLOYMENT + "pause/",
+        **operators(200),
+        check=check_deployment_field("state", "paused"),
+    ),
+    api(
+        "deployments-resume", "deployment-resume", "POST", DEPLOYMENT + "resume/", **operators(200)
+    ),
+    api(
+        "deployments-stop",
+        "deployment-stop",
+        "POST",
+        DEPLOYMENT + "stop/",
+        **operators(200),
+        check=check_deployment_field("state", "stopped"),
+    ),
+    api("deployments-start", "deployment-start", "POST", DEPLOYMENT + "start/", **operators(200)),
+    api(
+        "deployments-rollback",
+        "deployment-rollback",
+        "POST",
+        DEPLOYMENT + "rollback/",
+        **operators(200),
+        body={"revision": 1},
+        check=check_deployment_revision(3),
+    ),
+    api("replicas-list", "replica-list", "GET", "/api/v1/replicas/", **everyone(200)),
+    api(
+        "replicas-retrieve", "replica-detail", "GET", "/api/v1/replicas/{replica}/", **everyone(200)
+    ),
+    api("replicas-post", "replica-list", "POST", "/api/v1/replicas/", **operators(405), body={}),
+    # logs can hold prompts: operators only, reading included; the world's replica is gone,
+    # so fetching answers 409 while its kept lines read fine
+    api(
+        "replicas-logs-get",
+        "replica-logs",
+        "GET",
+        "/api/v1/replicas/{replica}/logs/",
+        **operators(200),
+    ),
+    api(
+        "replicas-logs-post",
+        "replica-logs",
+        "POST",
+        "/api/v1/replicas/{replica}/logs/",
+        **operators(409),
+        body={"tail": 50},
+    ),
+    # try it spends compute: operators only (no serving replica in the world: 409)
+    api(
+        "deployments-try",
+        "deployment-try",
+        "POST",
+        DEPLOYMENT + "try/",
+        **operators(409),
+        body={"prompt": "Hello", "max_tokens": 4},
+    ),
+    api("rollouts-list", "rollout-list", "GET", "/api/v1/rollouts/", **everyone(200)),
+    api(
+        "rollouts-retrieve", "rollout-detail", "GET", "/api/v1/rollouts/{rollout}/", **everyone(200)
+    ),
+    api(
+        "rollouts-delete",
+        "rollout-detail",
+        "DELETE",
+        "/api/v1/rollouts/{rollout}/",
+        **operators(405),
+    ),
+]
+
+DEPLOYMENT_FORM = {
+    "variant": "{deploy_variant}",
+    "runtime": "llamacpp",
+    "runtime_args": '{{"parallel": 3}}',  # doubled braces: the body is str.format()ed
+    "replicas": "1",
+    "placement_strategy": "spread",
+    "max_surge": "1",
+    "max_unavailable": "0",
+    "min_healthy_seconds": "10",
+    "healthy_deadline_seconds": "300",
+    "progress_deadline_seconds": "600",
+    "auto_revert": "on",
+    "revision_history_limit": "10",
+}
+DEPLOYMENT_PAGE_ROWS = [
+    page(
+        "deployments-create-page",
+        "deployments-create",
+        "GET",
+        "/deployments/new/",
+        **operators(200),
+    ),
+    page(
+        "deployments-create-post",
+        "deployments-create",
+        "POST",
+        "/deployments/new/",
+        **operators(Redirect("/deployments/")),
+        body={**DEPLOYMENT_FORM, "name": "matrix-new"},
+        check=check_deployment_created,
+    ),
+    page(
+        "deployments-detail",
+        "deployments-detail",
+        "GET",
+        "/deployments/{deployment}/",
+        **everyone(200),
+    ),
+    page(
+        "deployments-edit",
+        "deployments-edit",
+        "GET",
+        "/deployments/{deployment}/edit/",
+        **operators(200),
+    ),
+    page(
+        "deployments-edit-post",
+        "deployments-edit",
+        "POST",
+        "/deployments/{deployment}/edit/",
+        **operators(Redirect("/deployments/")),
+        body={**DEPLOYMENT_FORM, "version": "{deployment_version}"},
+        check=check_deployment_revision(3),
+    ),
+    page(
+        "deployments-action-pause",
+        "deployments-action",
+        "POST",
+        "/deployments/{deployment}/action/",
+        **operators(Redirect("/deployments/")),
+        body={"action": "pause"},
+        check=check_deployment_field("state", "paused"),
+    ),
+    page(
+        "deployments-replica-logs-page",
+        "deployments-replica-logs",
+        "POST",
+        "/deployments/replicas/{replica}/logs/",
+        **operators(200),
+    ),
+    page(
+        "deployments-replica-logs-download",
+        "deployments-replica-logs-download",
+        "GET",
+        "/deployments/replicas/{replica}/logs/download/",
+        **operators(200),
+    ),
+    page(
+        "deployments-try-page",
+        "deployments-try",
+        "POST",
+        "/deployments/{deployment}/try/",
+        **operators(409),
+        body={"prompt": "Hello", "max_tokens": "4"},
+    ),
+    page(
+        "deployments-action-delete",
+        "deployments-action",
+        "POST",
+        "/deployments/{deployment}/action/",
+        **operators(Redirect("/deployments/")),
+        body={"action": "delete"},
+        check=check_deployment_deleted,
+    ),
+]
+
 ROWS = (
     API_ROWS
     + HUB_API_ROWS
     + FLEET_API_ROWS
     + CATALOG_API_ROWS
     + DOWNLOAD_API_ROWS
+    + DEPLOYMENT_API_ROWS
     + PAGE_ROWS
     + FLEET_PAGE_ROWS
     + CATALOG_PAGE_ROWS
     + DOWNLOAD_PAGE_ROWS
+    + DEPLOYMENT_PAGE_ROWS
 )
 COVERED_ROUTES = frozenset(row.route for row in ROWS)
 assert len({row.id for row in ROWS}) == len(ROWS), "row ids must be unique"

@@ -354,7 +354,12 @@ def test_managed_containers_show_up_in_their_nodes_inventory_only(
             busybox_image,
             ["/bin/busybox", "sleep", "120"],
             name=f"fleet-e2e-{uuid.uuid4().hex[:8]}",
-            labels={LABEL_MANAGED: "true", LABEL_NODE: str(node1.pk), "fleet.slot": "0"},
+            labels={
+                LABEL_MANAGED: "true",
+                LABEL_NODE: str(node1.pk),
+                "fleet.slot": "0",
+                "fleet.test-exempt": "inventory test, a busybox stand-in",
+            },
             network_mode="host",
             init=True,
             detach=True,
@@ -383,6 +388,7 @@ def test_managed_containers_show_up_in_their_nodes_inventory_only(
             LABEL_MANAGED: "true",
             LABEL_NODE: str(node1.pk),
             "fleet.slot": "0",
+            "fleet.test-exempt": "inventory test, a busybox stand-in",
         }
         ids1 = [c["id"] for c in fresh(node1).inventory["containers"]]
         assert unmanaged.id[:12] not in ids1

@@ -1,0 +1,9 @@
+from rest_framework.routers import DefaultRouter
+
+from deployments.api import views
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("deployments", views.DeploymentViewSet, basename="deployment")
+router.register("replicas", views.ReplicaViewSet, basename="replica")
+router.register("rollouts", views.RolloutViewSet, basename="rollout")

@@ -1,0 +1,252 @@
+"""The rollout state machine, applied by each reconcile pass of an active deployment.
+
+- A rollout row exists while the current revision is not yet stable; a newer revision
+  supersedes a running one (its replicas become "old" and are replaced in batches).
+- Progress: more available current replicas or fewer old ones. None within the strategy's
+  ``progress_deadline_seconds`` (downloads excepted: a replica waiting for its files keeps
+  the clock still), or a current replica failing its health gate, fails the rollout.
+- A failed rollout reverts to the stable revision (``auto_revert``, when one exists); a
+  failed rollback, or a failure with nothing to revert to, pauses the deployment for a
+  human. Nothing here starts a rollout again by itself: it never loops.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from core.history import record
+from deployments import replica_specs
+from deployments.choices import DeploymentState, ReplicaState, RolloutState
+from deployments.models import Deployment, DeploymentRevision, Replica, Rollout
+from deployments.rollouts import Policy, plan, policy, template_key
+
+if TYPE_CHECKING:
+    from deployments.reconciler import Pass
+
+MAX_STEPS = 200
+OPEN = (RolloutState.RUNNING, RolloutState.PAUSED)
+
+
+def reconcile_desired(p: Pass) -> None:
+    deployment = p.deployment
+    if deployment.state == DeploymentState.STOPPED or deployment.deletion_requested_at:
+        _stop_everything(p)
+        return
+    target = deployment.current_revision
+    if target is None:
+        return
+    rollout = _open_rollout(p, target)
+    if deployment.state == DeploymentState.PAUSED:
+        if rollout is not None and rollout.state == RolloutState.RUNNING:
+            _set(p, rollout, RolloutState.PAUSED)
+        return
+    if rollout is not None and rollout.state == RolloutState.PAUSED:
+        rollout.last_progress_at = p.now
+        _set(p, rollout, RolloutState.RUNNING)
+    rules = policy(dict(target.spec), deployment.desired_replicas)
+    key = template_key(dict(target.spec))
+    keys: dict[int, str] = {target.pk: key}
+
+    def is_current(replica: Replica) -> bool:
+        if replica.revision_id not in keys:
+            keys[replica.revision_id] = template_key(dict(replica.revision.spec))
+        node = p.nodes.get(replica.node_id) if replica.node_id else None
+        moving = node is not None and (node.draining or node.maintenance)
+        return keys[replica.revision_id] == key and not moving
+
+    decided = plan(
+        p.live(),
+        is_current=is_current,
+        replicas=rules.replicas,
+        max_surge=rules.max_surge,
+        max_unavailable=rules.max_unavailable,
+    )
+    for replica in decided.stop:
+        p.stop(replica, _stop_reason(replica, target, rules, is_current))
+    for replica in p.live():
+        if replica.state == ReplicaState.PENDING and replica.node_id is None:
+            replica_specs.place_and_start(p, replica)
+    for slot in decided.create:
+        replica_specs.create_replica(p, target, slot)
+    if rollout is not None and rollout.state == RolloutState.RUNNING:
+        _judge(p, rollout, rules, is_current)
+
+
+def _stop_reason(
+    replica: Replica, target: DeploymentRevision, rules: Policy, is_current: Any
+) -> str:
+    if replica.slot >= rules.replicas:
+        return "scaled down"
+    if is_current(replica):
+        return "a duplicate of its slot"
+    if template_key(dict(replica.revision.spec)) == template_key(dict(target.spec)):
+        return "moved off a draining node"  # same containers: only its node made it old
+    return f"replaced by revision {target.number}"
+
+
+def _stop_everything(p: Pass) -> None:
+    deployment = p.deployment
+    reason = "deployment deleted" if deployment.deletion_requested_at else "deployment stopped"
+    for replica in p.live():
+        p.stop(replica, reason)
+    for rollout in Rollout.objects.select_for_update().filter(
+        deployment=deployment, state__in=OPEN
+    ):
+        rollout.failure_reason = reason
+        _set(p, rollout, RolloutState.SUPERSEDED, finished=True)
+    if deployment.deletion_requested_at and all(
+        r.state in (ReplicaState.GONE, ReplicaState.FAILED) for r in p.replicas
+    ):
+        p.delete_deployment = True
+
+
+def _open_rollout(p: Pass, target: DeploymentRevision) -> Rollout | None:
+    """The running or paused rollout to ``target``; supersedes others, creates one if due."""
+    deployment = p.deployment
+    mine: Rollout | None = None
+    previous: DeploymentRevision | None = None
+    for rollout in Rollout.objects.select_for_update().filter(
+        deployment=deployment, state__in=OPEN
+    ):
+        if rollout.to_revision_id == target.pk and mine is None:
+            mine = rollout
+            continue
+        rollout.failure_reason = f"superseded by revision {target.number}"
+        previous = rollout.to_revision
+        _set(p, rollout, RolloutState.SUPERSEDED, finished=True)
+    if mine is not None or deployment.state != DeploymentState.ACTIVE:
+        return mine
+    if deployment.stable_revision_id == target.pk:
+        return None
+    rollout = Rollout.objects.create(
+        deployment=deployment,
+        from_revision=previous or deployment.stable_revision,
+        to_revision=target,
+        started_at=p.now,
+        last_progress_at=p.now,
+    )
+    _push(p, rollout)
+    return rollout
+
+
+def _judge(p: Pass, rollout: Rollout, rules: Policy, is_current: Any) -> None:
+    """Record progress; succeed, or fail on a health gate or the progress deadline."""
+    live = p.live()
+    current = [r for r in live if r.slot < rules.replicas and is_current(r)]
+    old = [r for r in live if not is_current(r) or r.slot >= rules.replicas]
+    available = sorted({r.slot for r in current if r.state == ReplicaState.AVAILABLE})
+    failed = _failed_current(p, rollout)
+    if failed is not None:
+        _fail(p, rollout, f"replica {failed.pk} (slot {failed.slot}) failed: {failed.reason}")
+        return
+    counts = {"available": len(available), "old": len(old), "wanted": rules.replicas}
+    last = rollout.steps[-1] if rollout.steps else {}
+    if {k: last.get(k) for k in counts} != counts:
+        rollout.steps = [*rollout.steps, {"at": p.now.isoformat(), **counts}][-MAX_STEPS:]
+        rollout.last_progress_at = p.now
+        p.changed_rollouts[rollout.pk] = rollout
+    elif any(r.state == ReplicaState.DOWNLOADING for r in current):
+        rollout.last_progress_at = p.now  # waiting for files is not a lack of progress
+        p.changed_rollouts[rollout.pk] = rollout
+    if len(available) == rules.replicas and not old:
+        deployment = p.deployment
+        deployment.stable_revision = rollout.to_revision
+        p.deployment_changed = True
+        _set(p, rollout, RolloutState.SUCCEEDED, finished=True)
+        return
+    idle = (p.now - rollout.last_progress_at).total_seconds()
+    if idle > rules.progress_deadline:
+        _fail(p, rollout, f"no progress within {rules.progress_deadline:g} s")
+
+
+def _failed_current(p: Pass, rollout: Rollout) -> Replica | None:
+    for replica in p.changed.values():
+        if (
+            replica.state == ReplicaState.FAILED
+            and replica.revision_id == rollout.to_revision_id
+            and replica.created_at >= rollout.started_at
+        ):
+            return replica
+    return (
+        Replica.objects.filter(
+            deployment=p.deployment,
+            revision_id=rollout.to_revision_id,
+            state=ReplicaState.FAILED,
+            created_at__gte=rollout.started_at,
+        )
+        .order_by("pk")
+        .first()
+    )
+
+
+def _fail(p: Pass, rollout: Rollout, reason: str) -> None:
+    from deployments.reconciler import SYSTEM
+
+    deployment = p.deployment
+    rollout.failure_reason = reason[:4000]
+    target = rollout.to_revision
+    stable = deployment.stable_revision
+    rules = policy(dict(target.spec), deployment.desired_replicas)
+    if rollout.is_rollback or not (rules.auto_revert and stable and stable.pk != target.pk):
+        _set(
+            p,
+            rollout,
+            RolloutState.PAUSED if rollout.is_rollback else RolloutState.FAILED,
+            finished=True,
+        )
+        what = "rollback" if rollout.is_rollback else "rollout"
+        deployment.state = DeploymentState.PAUSED
+        deployment.paused_reason = (
+            f"The {what} to revision {target.number} failed ({reason}). Paused for a human: "
+            "fix the spec, roll back to another revision, or resume."
+        )[:4000]
+        p.deployment_changed = True
+        record(
+            SYSTEM,
+            "paused",
+            deployment,
+            changes={"state": {"before": DeploymentState.ACTIVE, "after": DeploymentState.PAUSED}},
+        )
+        return
+    assert stable is not None
+    _set(p, rollout, RolloutState.FAILED, finished=True)
+    deployment.current_revision = stable
+    p.deployment_changed = True
+    revert = Rollout.objects.create(
+        deployment=deployment,
+        from_revision=target,
+        to_revision=stable,
+        is_rollback=True,
+        started_at=p.now,
+        last_progress_at=p.now,
+    )
+    _push(p, revert)
+    record(
+        SYSTEM,
+        "auto_reverted",
+        deployment,
+        changes={
+            "current_revision": {"before": target.number, "after": stable.number},
+            "reason": {"before": None, "after": reason[:500]},
+        },
+    )
+
+
+def _set(p: Pass, rollout: Rollout, state: str, *, finished: bool = False) -> None:
+    rollout.state = state
+    if finished:
+        rollout.finished_at = p.now
+    p.changed_rollouts[rollout.pk] = rollout
+
+
+def _push(p: Pass, rollout: Rollout) -> None:
+    from deployments.reconciler import push, rollout_payload
+
+    push(p.deployment.pk, "rollout", rollout_payload(rollout))
+
+
+def save_deployment(deployment: Deployment) -> None:
+    deployment.version += 1
+    deployment.save(
+        update_fields=["state", "paused_reason", "current_revision", "stable_revision", "version"]
+    )

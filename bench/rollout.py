@@ -287,7 +287,9 @@ class Bench:
         name_ = replica.container_name
 
         def gone() -> bool:
-            return not self.docker.containers.list(all=True, filters={"name": f"^/{name_}$"})
+            # the low-level listing: the SDK's list() inspects each container and fails on
+            # one that is being removed at that moment
+            return not self.docker.api.containers(all=True, filters={"name": f"^/{name_}$"})
 
         wait_for(gone, 60, f"{name_} to be removed", step=0.05)
         return elapsed, raw_spec

@@ -62,8 +62,15 @@ def active_job(kind: str, variant: Variant, node: Node | None = None) -> Job | N
 
 
 def in_use_by_replicas(node: Node, variant: Variant) -> bool:
-    """Whether a running replica on ``node`` serves ``variant`` (deployments will answer)."""
-    return False
+    """Whether a replica on ``node`` that is not gone serves ``variant``."""
+    from deployments.choices import ReplicaState
+    from deployments.models import Replica
+
+    return (
+        Replica.objects.filter(node=node, revision__variant=variant)
+        .exclude(state=ReplicaState.GONE)
+        .exists()
+    )
 
 
 # --- The fleet store ------------------------------------------------------------------------

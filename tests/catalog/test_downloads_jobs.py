@@ -428,22 +428,32 @@ def test_pinned_variants_are_not_deleted_and_deletion_keeps_shared_files(ctx, se
     assert NodeCommand.objects.filter(kind="delete_model").count() == 1
 
 
-def test_deleting_is_refused_while_a_replica_uses_it_or_a_download_runs(ctx, sent, monkeypatch):
+def test_deleting_is_refused_while_a_replica_uses_it_or_a_download_runs(ctx, sent):
+    from deployments.choices import ReplicaState
+    from deployments.models import Deployment, DeploymentRevision, Replica
+
     node = make_node("node-a")
     variant = make_variant()
     placed = _present(ctx, variant, node)
-    monkeypatch.setattr(downloads, "in_use_by_replicas", lambda node, variant: True)
+    deployment = Deployment.objects.create(name="uses-it")
+    revision = DeploymentRevision.objects.create(
+        deployment=deployment,
+        number=1,
+        spec={},
+        variant=variant,
+        runtime="llamacpp",
+        author_type="system",
+        author_name="test",
+    )
+    replica = Replica.objects.create(
+        deployment=deployment, revision=revision, slot=0, node=node, state=ReplicaState.AVAILABLE
+    )
     with pytest.raises(ConflictError, match="running replica"):
         downloads.delete_from_node(ctx, placed)
-    monkeypatch.setattr(downloads, "in_use_by_replicas", lambda node, variant: False)
-    assert downloads.in_use_by_replicas.__name__ == "<lambda>"
+    Replica.objects.filter(pk=replica.pk).update(state=ReplicaState.GONE)
 
     other = make_variant("other", ("x.bin",))
     (job,) = downloads.put_variant_on_nodes(ctx, other, [node], source="upstream")
     arriving = NodeModel.objects.get(variant=other)
     with pytest.raises(ConflictError, match=f"Download job #{job.pk}"):
         downloads.delete_from_node(ctx, arriving)
-
-
-def test_the_replica_hook_says_no_replica_today() -> None:
-    assert downloads.in_use_by_replicas(Node(name="x"), Variant(name="y")) is False

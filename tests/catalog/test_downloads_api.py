@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,13 +22,18 @@ from fleet import services as fleet_services
 from fleet.models import Node
 from models_catalog import downloads
 from models_catalog.models import CatalogModel, ModelFile, NodeModel, Variant
+from tests.broker import JobMessages
 
 COMMIT = "cd" * 20
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(downloads, "_send", lambda *args: None)
+def sent(db: None) -> Iterator[JobMessages]:
+    """Nothing consumes the job messages these tests really send: they are read off Redis
+    (and so removed) instead of piling up there."""
+    messages = JobMessages()
+    yield messages
+    messages.clear()
 
 
 @pytest.fixture
@@ -161,8 +167,7 @@ def test_job_detail_has_the_log_tail_and_viewers_cannot_act(viewer_user, operato
 
 # --- /api/v1/node-models/ ---------------------------------------------------------------------
 @pytest.mark.django_db
-def test_node_models_pin_and_delete(operator_user, viewer_user, ctx, monkeypatch):
-    monkeypatch.setattr(fleet_services, "dispatch_command", lambda command_id: None)
+def test_node_models_pin_and_delete(operator_user, viewer_user, ctx):
     variant = make_variant()
     node, _ = make_node("inv-a")
     (job,) = downloads.put_variant_on_nodes(ctx, variant, [node], source="upstream")

@@ -22,21 +22,16 @@ from fleet.choices import CommandKind
 from fleet.models import Node, NodeCommand
 from models_catalog import downloads
 from models_catalog.models import CatalogModel, ModelFile, NodeModel, Variant
+from tests.broker import JobMessages
 
 pytestmark = pytest.mark.django_db
 COMMIT = "ab" * 20
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, str]]:
-    """Celery messages the job kinds send: (task, job id, queue)."""
-    messages: list[tuple[str, int, str]] = []
-
-    def fake_send(task: str, job: Job, queue: str, expires: float) -> None:
-        messages.append((task, job.pk, queue))
-
-    monkeypatch.setattr(downloads, "_send", fake_send)
-    return messages
+def sent() -> JobMessages:
+    """Celery messages the job kinds sent, read back from Redis: (task, job id, queue)."""
+    return JobMessages()
 
 
 @pytest.fixture
@@ -396,9 +391,7 @@ def _present(ctx: ChangeContext, variant: Variant, node: Node) -> NodeModel:
     return NodeModel.objects.get(node=node, variant=variant)
 
 
-def test_pinned_variants_are_not_deleted_and_deletion_keeps_shared_files(ctx, sent, monkeypatch):
-    commands: list[int] = []
-    monkeypatch.setattr(fleet_services, "dispatch_command", commands.append)
+def test_pinned_variants_are_not_deleted_and_deletion_keeps_shared_files(ctx, sent):
     node = make_node("node-a")
     original = make_variant("original", ("config.json", "w.bin"))
     quant = make_variant("q8", ("config.json", "q8.bin"))

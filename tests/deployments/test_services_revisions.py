@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
 from core.errors import ConflictError, PreconditionFailed, ServiceError
 from core.history import ChangeContext
@@ -15,16 +16,17 @@ from deployments.choices import DeploymentState, ReplicaState
 from deployments.models import Deployment, DeploymentRevision, Replica
 from deployments.spec import SpecError
 from models_catalog.services import set_allowed_licences
+from tests.broker import Nudges
 from tests.deployments.builders import deploy, gguf_variant, node, spec
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def nudges(monkeypatch) -> list[int]:
-    sent: list[int] = []
-    monkeypatch.setattr(reconcile_hooks, "nudge", sent.append)
-    return sent
+def nudges() -> Nudges:
+    """The reconciler nudges really sent, read back from the control queue."""
+    cache.clear()  # nudges are coalesced through the cache: start with no pending mark
+    return Nudges(reconcile_hooks.RECONCILE_TASK)
 
 
 @pytest.fixture

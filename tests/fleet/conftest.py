@@ -10,6 +10,7 @@ import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docker.client import DockerClient, from_env
@@ -59,3 +60,24 @@ def busybox_image(docker_client: DockerClient) -> str:
         )
         docker_client.images.get(BUSYBOX_IMAGE)  # fails the fixture if the import did not
     return BUSYBOX_IMAGE
+
+
+class SentOrders:
+    """Orders on the real node queues: stale ones are dropped at the start of the test."""
+
+    def __init__(self) -> None:
+        from fleet.models import Node
+        from tests.broker import NodeQueues
+
+        self.queues = NodeQueues()
+        self.names = [f"node.{pk}" for pk in Node.objects.values_list("pk", flat=True)]
+        self.queues.drain(*self.names)
+
+    def drain(self) -> list[dict[str, Any]]:
+        return self.queues.drain(*self.names)
+
+
+@pytest.fixture
+def sent_tasks(db) -> SentOrders:
+    """What was sent to the queues of the nodes that exist when the fixture is set up."""
+    return SentOrders()

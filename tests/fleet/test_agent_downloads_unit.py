@@ -40,9 +40,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_job is called directly: no Celery message to node queues."""
-    monkeypatch.setattr(downloads, "_send", lambda *args: None)
+def drained_queues(transactional_db: None) -> Iterator[None]:
+    """run_job is called directly, so the download messages the jobs really sent to the node
+    queues are never consumed: remove them after each test."""
+    from fleet.models import Node
+    from tests.broker import NodeQueues
+
+    yield
+    NodeQueues().drain(*(f"node.{pk}" for pk in Node.objects.values_list("pk", flat=True)))
 
 
 @pytest.fixture

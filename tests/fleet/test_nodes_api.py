@@ -250,17 +250,6 @@ def test_rotated_credential_used_first_on_the_command_endpoint_retires_the_old_o
 
 
 # --- Operator endpoints ----------------------------------------------------------------------
-@pytest.fixture
-def sent_tasks(monkeypatch) -> list[dict[str, Any]]:
-    from config.celery import app
-
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        app, "send_task", lambda name, **kwargs: sent.append({"name": name, **kwargs})
-    )
-    return sent
-
-
 def test_probe_creates_a_command_row_and_sends_it_on_the_node_queue(
     two_nodes, api_client_for, sent_tasks, django_capture_on_commit_callbacks, settings
 ):
@@ -276,7 +265,7 @@ def test_probe_creates_a_command_row_and_sends_it_on_the_node_queue(
     assert command.requested_by == "oscar"
     assert body["state"] == "sent" and body["node"] == "node-a"
     assert (command.expires_at - command.created_at).total_seconds() == pytest.approx(45, abs=1)
-    assert sent_tasks == [
+    assert sent_tasks.drain() == [
         {
             "name": "fleet.agent.probe",
             "args": [command.pk, {}],
@@ -294,7 +283,7 @@ def test_viewers_cannot_probe_rotate_or_delete(two_nodes, api_client_for, sent_t
     assert viewer.post(f"/api/v1/nodes/{node.pk}/rotate-credential/").status_code == 403
     assert viewer.delete(f"/api/v1/nodes/{node.pk}/").status_code == 403
     assert viewer.get("/api/v1/join-tokens/").status_code == 403
-    assert not NodeCommand.objects.exists() and sent_tasks == []
+    assert not NodeCommand.objects.exists() and sent_tasks.drain() == []
 
 
 def test_rotate_and_delete_through_the_api(two_nodes, api_client_for):

@@ -684,17 +684,6 @@ def test_operator_flags_draining_and_maintenance_imply_cordoned(ctx, ready_node)
 
 
 # --- Commands --------------------------------------------------------------------------------
-@pytest.fixture
-def sent_tasks(monkeypatch) -> list[dict[str, Any]]:
-    from config.celery import app
-
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        app, "send_task", lambda name, **kwargs: sent.append({"name": name, **kwargs})
-    )
-    return sent
-
-
 def test_send_command_puts_it_on_the_node_queue_with_its_expiry(
     ctx, ready_node, sent_tasks, settings, django_capture_on_commit_callbacks
 ):
@@ -708,7 +697,7 @@ def test_send_command_puts_it_on_the_node_queue_with_its_expiry(
     ttl = (command.expires_at - command.created_at).total_seconds()
     assert ttl == pytest.approx(30, abs=1)
     assert command.sent_count == 1 and command.last_sent_at is not None
-    assert sent_tasks == [
+    assert sent_tasks.drain() == [
         {
             "name": "fleet.agent.probe",
             "args": [command.pk, {}],
@@ -724,7 +713,7 @@ def test_an_expired_command_is_never_sent_again(ctx, ready_node, sent_tasks):
         node=node, kind=CommandKind.PROBE, expires_at=timezone.now() - timedelta(seconds=1)
     )
     services.dispatch_command(command.pk)
-    assert sent_tasks == []
+    assert sent_tasks.drain() == []
     assert command.get_state() == CommandState.EXPIRED
 
 

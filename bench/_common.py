@@ -1,18 +1,41 @@
-"""Shared helpers for the benchmarks: percentiles, a raw HTTP/1.1 client, agent-like payloads.
+"""Shared helpers for the benchmarks: percentiles, a raw HTTP/1.1 client, agent-like payloads,
+child processes stopped by PID, the production-like environment and the throw-away database.
 
-Nothing here imports Django, so the load generator processes stay light.
+Nothing here imports Django (nor psycopg, redis or cryptography at import time), so the load
+generator processes stay light.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import os
 import random
+import secrets
+import signal
 import socket
-from collections.abc import Sequence
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 # --- Statistics -----------------------------------------------------------------------------
@@ -204,3 +227,254 @@ class Connection:
                 return b"".join(chunks)
             chunks.append(await self.reader.readexactly(size))
             await self.reader.readexactly(2)
+
+
+# --- Processes ------------------------------------------------------------------------------
+class Proc:
+    """A child in its own session (process group = its PID), stopped by that PID only."""
+
+    tail_lines = 20  # how much of its log tail() gives by default
+
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], logfile: Path, cwd: Path = ROOT
+    ) -> None:
+        self.name = name
+        self.logfile = logfile
+        self.handle = logfile.open("ab")
+        self.popen = subprocess.Popen(  # noqa: S603 - our own argv
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} (pid {self.pid}) did not stop in {grace:.0f} s; SIGKILL")
+        # whatever is left of its group (uvicorn workers, Celery pool children, nginx workers)
+        self.kill_group()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        self.handle.close()
+
+    def tail(self, lines: int | None = None) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-(self.tail_lines if lines is None else lines) :])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(step)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so that ``finally`` cleanups run."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def run_bench(bench: Any, started: float) -> int:
+    """``bench.run()`` then ``bench.cleanup()``; prints the JSON line (with ``wall_s`` since
+    ``started``, or the error). The exit status: 0, or 1 when the run failed."""
+    result: dict[str, Any]
+    code = 0
+    try:
+        result = bench.run()
+    except BaseException as exc:
+        log(f"benchmark failed: {exc.__class__.__name__}: {exc}")
+        result = {"error": f"{exc.__class__.__name__}: {exc}"}
+        code = 1
+    finally:
+        bench.cleanup()
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(result))
+    return code
+
+
+# --- HTTP with urllib -----------------------------------------------------------------------
+def http(
+    method: str, url: str, token: str | None = None, timeout: float = 30
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback URL
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers.items()), exc.read()
+
+
+def answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return http("GET", url, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    return check
+
+
+# --- The control plane's environment and database -------------------------------------------
+def production_env(
+    tmp: Path, db: str, redis_url: str, *, drop_hf: bool = False, **extra: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(environment, the variables set here) for the control plane as production runs it:
+    ``FLEET_ENV=production`` on PostgreSQL ``db`` and ``redis_url``, state under ``tmp``.
+    Inherited FLEET_/database/Redis/secret settings (and HF_ ones with ``drop_hf``) are left
+    out; ``extra`` comes last."""
+    from cryptography.fernet import Fernet
+
+    prefixes = ("FLEET_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", *(("HF_",) if drop_hf else ()))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(prefixes)
+        and k not in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DJANGO_SETTINGS_MODULE")
+    }
+    state = tmp / "state"
+    state.mkdir(exist_ok=True)
+    added = dict(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        FLEET_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        FLEET_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        # TLS ends at the reverse proxy; the benches talk plain HTTP on loopback
+        FLEET_SSL_REDIRECT="false",
+        # no collectstatic here; only affects static files, not the API
+        FLEET_STATIC_MANIFEST="false",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}",
+        REDIS_URL=redis_url,
+        FLEET_STATE_DIR=str(state),
+        **extra,
+    )
+    env.update(added)
+    return env, added
+
+
+def create_database(db: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+
+
+def migrate_and_flush(env: dict[str, str], redis_url: str) -> None:
+    """``manage.py migrate`` with ``env``, then an empty Redis database ``redis_url``."""
+    subprocess.run(  # noqa: S603
+        [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def setup_django(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def drop_database(db: str) -> None:
+    """DROP DATABASE ``db`` (WITH FORCE), logged; a failure is logged, not raised."""
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        log(f"dropped database {db}")
+    except Exception as exc:
+        log(f"could not drop database {db}: {exc}")
+
+
+def flush_redis(redis_url: str) -> None:
+    """FLUSHDB on ``redis_url``; a failure is logged, not raised."""
+    try:
+        import redis
+
+        redis.Redis.from_url(redis_url).flushdb()
+    except Exception as exc:
+        log(f"could not flush {redis_url}: {exc}")
+
+
+class ControlPlaneBench:
+    """The database side of a benchmark's ``Bench``: its own PostgreSQL database ``db`` and
+    Redis database ``redis_url``, Django set up in this process with ``env``, and the
+    release of all that (and of ``procs``) at the end."""
+
+    redis_url: str
+    db: str
+    env: dict[str, str]
+    procs: list[Proc]
+    db_created = False
+    redis_used = False
+    django_ready = False
+
+    def create_database(self) -> None:
+        create_database(self.db)
+        self.db_created = True
+        log(f"created database {self.db}; migrating")
+        migrate_and_flush(self.env, self.redis_url)
+        self.redis_used = True
+
+    def setup_django(self) -> None:
+        setup_django(self.env)
+        self.django_ready = True
+
+    def release(self) -> None:
+        stop_all(self.procs)
+        if self.django_ready:
+            from django.db import connections
+
+            connections.close_all()
+        if self.db_created:
+            drop_database(self.db)
+        if self.redis_used:
+            flush_redis(self.redis_url)
+
+
+def admin_token(scope: str) -> tuple[Any, str]:
+    """The admin user ``bench-admin`` and the key of its API token ``bench`` (``scope``)."""
+    from core import services as core_services
+    from core.choices import Role
+    from core.history import ChangeContext
+
+    ctx = ChangeContext.system("bench")
+    user, _ = core_services.create_user(ctx, username="bench-admin", role=Role.ADMIN)
+    _, key = core_services.create_token(ctx, owner=user, name="bench", scope=scope)
+    return user, key
+
+
+def stop_all(procs: list[Proc], grace: float = 5) -> None:
+    """Stop ``procs`` newest first and forget them."""
+    for proc in list(reversed(procs)):
+        proc.stop(grace=grace)
+    procs.clear()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from _download_support import MB, PY, REPO_ID, Proc, log, read_access_log, wait_for
+from _common import PY, Proc, log, wait_for
+from _download_support import MB, REPO_ID, read_access_log
 
 if TYPE_CHECKING:
     from download import Bench

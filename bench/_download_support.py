@@ -1,118 +1,22 @@
-"""Processes, HTTP and nginx helpers shared by bench/download.py and its agent part."""
+"""Settings and nginx helpers shared by bench/download.py and its agent part."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
+from _common import ROOT, log
+
 FLEET_CONF = ROOT / "docker" / "nginx" / "fleet.conf"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 ACCEL_PREFIX = "/_store/"
 REPO_ID = "bench/tiny-llama-1g"
 TARGETS = {"mirror_vs_nginx": 0.9, "resume_bytes_ratio": 1.05}
 MB = 1_000_000
-STARTED = time.monotonic()
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# --- Processes ------------------------------------------------------------------------------
-class Proc:
-    """A child in its own session (process group = its PID), stopped by that PID only."""
-
-    def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], logfile: Path, cwd: Path = ROOT
-    ) -> None:
-        self.name = name
-        self.logfile = logfile
-        self.handle = logfile.open("ab")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own argv
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill_group(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) did not stop in {grace:.0f} s; SIGKILL")
-        # whatever is left of its group (uvicorn workers, nginx workers)
-        self.kill_group()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(5)
-        self.handle.close()
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(step)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def http(
-    method: str, url: str, token: str | None = None, timeout: float = 30
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback URL
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), exc.read()
-
-
-def answers(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return http("GET", url, timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    return check
 
 
 # --- nginx ----------------------------------------------------------------------------------

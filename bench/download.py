@@ -61,26 +61,32 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
-from _common import free_port  # noqa: E402
+from _common import (  # noqa: E402
+    PY,
+    ControlPlaneBench,
+    Proc,
+    admin_token,
+    answers,
+    exit_on_sigterm,
+    free_port,
+    http,
+    log,
+    production_env,
+    run_bench,
+    wait_for,
+)
 from _download_support import (  # noqa: E402
     ACCEL_PREFIX,
     MB,
-    PG_ADMIN_URL,
-    PY,
     REDIS_URL,
     REPO_ID,
     TARGETS,
-    Proc,
-    answers,
-    http,
-    log,
     nginx_binary,
     nginx_main_conf,
     nginx_version,
     production_snippet,
     read_access_log,
     static_server,
-    wait_for,
 )
 
 CLIENT = BENCH_DIR / "_download_client.py"
@@ -159,7 +165,9 @@ def small_files(shard_names: list[str], shard_sizes: list[int]) -> dict[str, byt
 
 
 # --- The benchmark --------------------------------------------------------------------------
-class Bench:
+class Bench(ControlPlaneBench):
+    redis_url = REDIS_URL
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-dl-", dir=args.tmp_dir))
@@ -202,28 +210,11 @@ class Bench:
         return Path(tempfile.mkdtemp(prefix="fleet-bench-dl-caches-", dir=base))
 
     def _env(self) -> dict[str, str]:
-        from cryptography.fernet import Fernet
-
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("FLEET_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HF_"))
-            and k not in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DJANGO_SETTINGS_MODULE")
-        }
-        state = self.tmp / "state"
-        state.mkdir()
-        added = dict(
-            DJANGO_SETTINGS_MODULE="config.settings",
-            FLEET_ENV="production",
-            SECRET_KEY=secrets.token_urlsafe(50),
-            FLEET_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            # TLS ends at the proxy in production; here nginx listens in plain HTTP
-            FLEET_SSL_REDIRECT="false",
-            FLEET_STATIC_MANIFEST="false",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.db}",
-            REDIS_URL=REDIS_URL,
-            FLEET_STATE_DIR=str(state),
+        env, added = production_env(
+            self.tmp,
+            self.db,
+            REDIS_URL,
+            drop_hf=True,
             FLEET_MODEL_STORE=str(self.store),
             FLEET_MIRROR_ACCEL_REDIRECT="" if self.args.no_accel else ACCEL_PREFIX,
             # the agent resume: a killed agent's job goes back to the queue within seconds
@@ -231,7 +222,6 @@ class Bench:
             FLEET_JOB_RECONCILE_SECONDS="2",
         )
         self.added_env = set(added)
-        env.update(added)
         # clients: no token from the environment, no telemetry, no progress bars in the logs
         env.update(
             HF_HOME=str(self.tmp / "hf-home"),
@@ -241,41 +231,13 @@ class Bench:
         return env
 
     # --- setup ---
-    def create_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db}"')
-        self.db_created = True
-        log(f"created database {self.db}; migrating")
-        subprocess.run(  # noqa: S603
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
-        )
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        self.redis_used = True
-
-    def setup_django(self) -> None:
-        os.environ.update(self.env)
-        import django
-
-        django.setup()
-        self.django_ready = True
-
     def seed(self) -> None:
-        from core import services as core_services
-        from core.choices import Role, TokenScope
-        from core.history import ChangeContext
+        from core.choices import TokenScope
         from models_catalog import store
         from models_catalog.choices import VariantFormat
         from models_catalog.models import CatalogModel, ModelFile, Variant
 
-        ctx = ChangeContext.system("bench")
-        user, _ = core_services.create_user(ctx, username="bench-admin", role=Role.ADMIN)
-        _, self.token = core_services.create_token(
-            ctx, owner=user, name="bench", scope=TokenScope.READ
-        )
+        user, self.token = admin_token(TokenScope.READ)
         self.token_file.write_text(self.token)
         self.token_file.chmod(0o600)
 
@@ -659,29 +621,7 @@ class Bench:
         return report(self, figures, resume)
 
     def cleanup(self) -> None:
-        for proc in list(reversed(self.procs)):
-            proc.stop(grace=5)
-        self.procs.clear()
-        if self.django_ready:
-            from django.db import connections
-
-            connections.close_all()
-        if self.db_created:
-            import psycopg
-
-            try:
-                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-                log(f"dropped database {self.db}")
-            except Exception as exc:
-                log(f"could not drop database {self.db}: {exc}")
-        if self.redis_used:
-            try:
-                import redis
-
-                redis.Redis.from_url(REDIS_URL).flushdb()
-            except Exception as exc:
-                log(f"could not flush {REDIS_URL}: {exc}")
+        self.release()
         if not self.caches.is_relative_to(self.tmp):
             shutil.rmtree(self.caches, ignore_errors=True)
         if self.args.keep:
@@ -805,26 +745,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
     started = time.monotonic()
-    bench = Bench(args)
-    result: dict[str, Any]
-    code = 0
-    try:
-        result = bench.run()
-    except BaseException as exc:
-        log(f"benchmark failed: {exc.__class__.__name__}: {exc}")
-        result = {"error": f"{exc.__class__.__name__}: {exc}"}
-        code = 1
-    finally:
-        bench.cleanup()
-    result["wall_s"] = round(time.monotonic() - started, 1)
-    print(json.dumps(result))
-    return code
+    return run_bench(Bench(args), started)
 
 
 if __name__ == "__main__":

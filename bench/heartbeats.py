@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import random
-import secrets
 import select
 import shutil
 import signal
@@ -38,7 +37,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,11 +46,24 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
-from _common import free_port, inventory, iso_now, percentile, summary  # noqa: E402
+from _common import (  # noqa: E402
+    PY,
+    STARTED,
+    ControlPlaneBench,
+    admin_token,
+    exit_on_sigterm,
+    free_port,
+    inventory,
+    iso_now,
+    log,
+    percentile,
+    production_env,
+    run_bench,
+    summary,
+    wait_for,
+)
+from _common import Proc as _Proc  # noqa: E402
 
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 SERVER_CONFIGS: dict[str, list[str]] = {
     # uvicorn's defaults pick httptools + uvloop when installed (they are: uvicorn[standard])
@@ -61,67 +72,10 @@ SERVER_CONFIGS: dict[str, list[str]] = {
     "w1-h11": ["--workers", "1", "--http", "h11", "--loop", "asyncio"],
 }
 TARGETS = {"ingest_p99_ms": 100.0, "nodes_list_p95_ms": 100.0, "unreachable_p99_s": 25.0}
-STARTED = time.monotonic()
 
 
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# --- Processes ------------------------------------------------------------------------------
-class Proc:
-    """A child in its own session (process group = its PID), stopped by that PID only."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logfile: Path) -> None:
-        self.name = name
-        self.logfile = logfile
-        self.handle = logfile.open("ab")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own argv
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill_group(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) did not stop in {grace:.0f} s; SIGKILL")
-        # whatever is left of its group (uvicorn workers, Celery pool children)
-        self.kill_group()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(5)
-        self.handle.close()
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(step)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+class Proc(_Proc):
+    tail_lines = 15
 
 
 # --- CPU accounting from /proc --------------------------------------------------------------
@@ -211,7 +165,9 @@ class CpuSampler:
 
 
 # --- The benchmark --------------------------------------------------------------------------
-class Bench:
+class Bench(ControlPlaneBench):
+    redis_url = REDIS_URL
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
@@ -226,76 +182,23 @@ class Bench:
         self.join_key = ""
 
     def _env(self) -> dict[str, str]:
-        from cryptography.fernet import Fernet
-
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("FLEET_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))
-            and k not in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DJANGO_SETTINGS_MODULE")
-        }
-        state = self.tmp / "state"
-        state.mkdir()
-        added = dict(
-            DJANGO_SETTINGS_MODULE="config.settings",
-            FLEET_ENV="production",
-            SECRET_KEY=secrets.token_urlsafe(50),
-            FLEET_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            # TLS ends at the reverse proxy; the bench talks plain HTTP to uvicorn on loopback
-            FLEET_SSL_REDIRECT="false",
-            # no collectstatic here; only affects static files, not the API
-            FLEET_STATIC_MANIFEST="false",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.db}",
-            REDIS_URL=REDIS_URL,
-            FLEET_STATE_DIR=str(state),
-            FLEET_DB_CONN_MAX_AGE="60",
-        )
+        env, added = production_env(self.tmp, self.db, REDIS_URL, FLEET_DB_CONN_MAX_AGE="60")
         self.added_env = set(added)
-        env.update(added)
         return env
 
     # --- setup ---
-    def create_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db}"')
-        self.db_created = True
-        log(f"created database {self.db}; migrating")
-        subprocess.run(  # noqa: S603
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-        )
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()
-
-    def setup_django(self) -> None:
-        os.environ.update(self.env)
-        import django
-
-        django.setup()
-        self.django_ready = True
-
     def seed(self) -> None:
         from django.db import connection
         from django.utils import timezone
 
-        from core import services as core_services
-        from core.choices import Role, TokenScope
+        from core.choices import TokenScope
         from core.history import ChangeContext
         from fleet import services as fleet_services
         from fleet.choices import NodeState
         from fleet.models import NODE_CREDENTIAL_PREFIX, Node, generate_secret, hash_secret
 
+        _, self.token_key = admin_token(TokenScope.READ)
         ctx = ChangeContext.system("bench")
-        user, _ = core_services.create_user(ctx, username="bench-admin", role=Role.ADMIN)
-        _, self.token_key = core_services.create_token(
-            ctx, owner=user, name="bench", scope=TokenScope.READ
-        )
         _, self.join_key = fleet_services.create_join_token(
             ctx, name="bench-agents", max_uses=max(1, self.args.liveness_trials)
         )
@@ -845,28 +748,7 @@ class Bench:
         return report(args, queries, trials, best, load, sweep, liveness)
 
     def cleanup(self) -> None:
-        for proc in list(reversed(self.procs)):
-            proc.stop(grace=5)
-        self.procs.clear()
-        if self.django_ready:
-            from django.db import connections
-
-            connections.close_all()
-        if self.db_created:
-            import psycopg
-
-            try:
-                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-                log(f"dropped database {self.db}")
-            except Exception as exc:
-                log(f"could not drop database {self.db}: {exc}")
-            try:
-                import redis
-
-                redis.Redis.from_url(REDIS_URL).flushdb()
-            except Exception as exc:
-                log(f"could not flush {REDIS_URL}: {exc}")
+        self.release()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -1053,27 +935,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, -args.nice)  # children inherit it
-    bench = Bench(args)
-    result: dict[str, Any]
-    code = 0
-    try:
-        result = bench.run()
-    except BaseException as exc:
-        log(f"benchmark failed: {exc.__class__.__name__}: {exc}")
-        result = {"error": f"{exc.__class__.__name__}: {exc}"}
-        code = 1
-    finally:
-        bench.cleanup()
-    result["wall_s"] = round(time.monotonic() - STARTED, 1)
-    print(json.dumps(result))
-    return code
+    return run_bench(Bench(args), STARTED)
 
 
 if __name__ == "__main__":

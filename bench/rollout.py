@@ -33,7 +33,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import statistics
 import sys
@@ -47,8 +46,21 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
-from _common import free_port, percentile  # noqa: E402
-from _download_support import PG_ADMIN_URL, PY, REDIS_URL, Proc, log, wait_for  # noqa: E402
+from _common import (  # noqa: E402
+    PY,
+    Proc,
+    admin_token,
+    create_database,
+    drop_database,
+    free_port,
+    log,
+    migrate_and_flush,
+    percentile,
+    production_env,
+    setup_django,
+    wait_for,
+)
+from _download_support import REDIS_URL  # noqa: E402
 
 TARGETS = {"overhead_p50_ms": 500.0, "ratio_p50": 1.3}
 REPO_ID = "bench/tiny-llama-gguf"
@@ -88,40 +100,21 @@ class Bench:
 
     # --- setup ---
     def env(self, hub_url: str) -> dict[str, str]:
-        from cryptography.fernet import Fernet
-
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("FLEET_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HF_"))
-            and k not in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DJANGO_SETTINGS_MODULE")
-        }
-        state = self.tmp / "state"
-        state.mkdir(exist_ok=True)
-        self.added = dict(
-            DJANGO_SETTINGS_MODULE="config.settings",
-            FLEET_ENV="production",
-            SECRET_KEY=secrets.token_urlsafe(50),
-            FLEET_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            FLEET_SSL_REDIRECT="false",
-            FLEET_STATIC_MANIFEST="false",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.db}",
-            REDIS_URL=REDIS_URL,
-            FLEET_STATE_DIR=str(state),
+        env, self.added = production_env(
+            self.tmp,
+            self.db,
+            REDIS_URL,
+            drop_hf=True,
             FLEET_MODEL_STORE=str(self.tmp / "store"),
             FLEET_MIRROR_ACCEL_REDIRECT="",
             FLEET_HF_ENDPOINT=hub_url,
             FLEET_IMAGE_LLAMACPP=self.image,
         )
-        env.update(self.added)
         env.update(HF_HOME=str(self.tmp / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
         return env
 
     def prepare(self) -> None:
         import docker
-        import psycopg
-        import redis
 
         from tests.hubserver import tinymodel
         from tests.hubserver.repos import add_repo
@@ -136,36 +129,20 @@ class Bench:
         hub_url, self.hub_stop = run_in_thread(hub_root)
         self.environ = self.env(hub_url)
         self.docker = docker.from_env()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db}"')
+        create_database(self.db)
         self.db_created = True
-        import subprocess
-
-        subprocess.run(  # noqa: S603
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=self.environ,
-            check=True,
-        )
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        migrate_and_flush(self.environ, REDIS_URL)
         self.redis_used = True
-        os.environ.update(self.environ)
-        import django
-
-        django.setup()
+        setup_django(self.environ)
 
     def start_processes(self) -> None:
-        from core import services as core_services
-        from core.choices import Role, TokenScope
+        from core.choices import TokenScope
         from core.history import ChangeContext
         from fleet import services as fleet_services
         from fleet.models import Node
 
+        _, self.token = admin_token(TokenScope.WRITE)
         ctx = ChangeContext.system("bench")
-        user, _ = core_services.create_user(ctx, username="bench-admin", role=Role.ADMIN)
-        _, self.token = core_services.create_token(
-            ctx, owner=user, name="bench", scope=TokenScope.WRITE
-        )
         self.port = free_port()
         argv = [PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--workers", str(self.args.web_workers)]
@@ -415,10 +392,7 @@ class Bench:
             from django.db import connections
 
             connections.close_all()
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            drop_database(self.db)
         if self.redis_used:
             import redis
 

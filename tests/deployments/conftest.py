@@ -3,6 +3,9 @@
 Orders the reconciler sends travel through the real Celery app to the real Redis broker;
 :class:`Orders` reads them back from the ``node.<id>`` queues with kombu. Nodes get large
 random ids so that queues of other test databases sharing the broker never mix with ours.
+
+The end-to-end tests' fixtures (real agents, Docker, the job workers) are imported here;
+their helpers are in :mod:`tests.deployments.e2e`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from deployments.models import Deployment, Replica
 from deployments.reconciler import apply_replica_report, reconcile_deployment
 from fleet.choices import NodeState
 from fleet.models import Node
+from tests.deployments.e2e import docker_client, stage  # noqa: F401
+from tests.downloads_support import control_worker, reconciler  # noqa: F401
+from tests.fleet import test_agent_downloads_e2e as agent_e2e
+from tests.fleet.test_agent_downloads_e2e import ctx, plane, proxied, runner  # noqa: F401
+
+node_ids = agent_e2e.node_ids  # the agents' fixture (a plain name: ``drain`` reuses it)
 
 START = "fleet.agent.replica_start"
 STOP = "fleet.agent.replica_stop"

@@ -8,12 +8,9 @@ is checked against the hardening policy, then removed by id.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,69 +18,14 @@ import requests
 from django.db import connection
 
 from deployments import services
-from deployments.choices import DeploymentState, ReplicaState, RolloutState
-from deployments.models import Deployment, DeploymentRevision, Replica, Rollout
+from deployments.choices import DeploymentState, RolloutState
+from deployments.models import Deployment, DeploymentRevision, Rollout
 from deployments.rollouts import LIVE
 from deployments.runtimes.policy import hardening_violations
-from models_catalog.models import CatalogModel
-from tests import downloads_support
-from tests.downloads_support import import_variant
-from tests.fleet.agents import AgentRunner, wait_until
-from tests.fleet.test_agent_downloads_e2e import (  # noqa: F401
-    ctx,
-    node_ids,
-    plane,
-    proxied,
-    runner,
-    start,
-)
-from tests.hubserver.repos import add_repo
-from tests.runtimes.fixtures import llama_cpp_tools, llama_server_image, tiny_gguf  # noqa: F401
+from tests.deployments import e2e
+from tests.fleet.agents import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
-control_worker = downloads_support.control_worker
-reconciler = downloads_support.reconciler
-
-
-class DeploymentLoop(threading.Thread):
-    """``reconcile_all`` (node sweep + every deployment) every ``interval`` seconds."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        super().__init__(name="deployment-reconciler", daemon=True)
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        from deployments.reconciler import reconcile_all
-
-        try:
-            while not self.stopping.is_set():
-                try:
-                    reconcile_all()
-                except Exception as exc:
-                    self.errors.append(repr(exc))
-                self.stopping.wait(self.interval)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
-
-
-@pytest.fixture
-def docker_client() -> Iterator[Any]:
-    import docker
-
-    client = docker.from_env()
-    before = {c.id for c in client.containers.list(all=True)}
-    yield client
-    for container in client.containers.list(all=True, filters={"label": "fleet.managed=true"}):
-        if container.id not in before:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
-    client.close()
 
 
 def revise(deployment: Deployment, **changes: Any) -> Deployment:
@@ -107,97 +49,26 @@ def revise(deployment: Deployment, **changes: Any) -> Deployment:
     return deployment
 
 
-def available(deployment: Deployment) -> list[Replica]:
-    return list(
-        Replica.objects.select_related("node").filter(
-            deployment=deployment, state=ReplicaState.AVAILABLE
-        )
-    )
-
-
-def settled(deployment: Deployment, replicas: int) -> bool:
-    deployment.refresh_from_db()
-    rows = list(Replica.objects.filter(deployment=deployment, state__in=LIVE))
-    return (
-        deployment.stable_revision_id == deployment.current_revision_id
-        and len(rows) == replicas
-        and all(
-            r.state == ReplicaState.AVAILABLE and r.revision_id == deployment.current_revision_id
-            for r in rows
-        )
-    )
-
-
-def explain(deployment: Deployment, agents: AgentRunner, loop: DeploymentLoop) -> str:
-    rows = [
-        (r.pk, r.slot, r.revision.number, r.state, r.reason[:200], r.node_id, r.host_port)
-        for r in Replica.objects.filter(deployment=deployment).select_related("revision")
-    ]
-    rollouts = [
-        (r.to_revision.number, r.state, r.failure_reason)
-        for r in Rollout.objects.filter(deployment=deployment)
-    ]
-    return f"replicas {rows}\nrollouts {rollouts}\nloop errors {loop.errors[-3:]}\n{agents.tails()}"
-
-
-def completion(port: int) -> dict[str, Any]:
-    answer = requests.post(
-        f"http://127.0.0.1:{port}/completion",
-        json={"prompt": "Hello", "n_predict": 8},
-        timeout=30,
-    )
-    answer.raise_for_status()
-    return dict(answer.json())
-
-
-def test_llamacpp_deployment_end_to_end(
-    settings,
-    runner,  # noqa: F811
-    control_worker,
-    reconciler,
-    ctx,  # noqa: F811
-    hub_root: Path,
-    tiny_gguf: Path,  # noqa: F811
-    llama_server_image: str,  # noqa: F811
-    docker_client,
-):
-    settings.FLEET_IMAGE_LLAMACPP = llama_server_image
-    settings.FLEET_ORPHAN_GRACE_SECONDS = 2
-    settings.FLEET_REPLICA_START_WAIT_SECONDS = 2
-    settings.FLEET_REPLICA_RESEND_SECONDS = 3
-    repo = f"acme/tiny-gguf-{uuid.uuid4().hex[:6]}"
-    add_repo(hub_root, repo, [{"tiny-F16.gguf": tiny_gguf}])
-    variant = import_variant(ctx, repo)
-    CatalogModel.objects.filter(pk=variant.model_id).update(licence="apache-2.0")  # allowed
+def test_llamacpp_deployment_end_to_end(stage: e2e.Stage):
+    runner, ctx, docker_client = stage.runner, stage.ctx, stage.docker_client
+    stage.configure()
+    variant = stage.publish()
     suffix = uuid.uuid4().hex[:6]
-    (_, node_a), (_, node_b) = start(runner, f"e2e-a-{suffix}"), start(runner, f"e2e-b-{suffix}")
-    loop = DeploymentLoop()
+    (_, node_a), (_, node_b) = (
+        e2e.start(runner, f"e2e-a-{suffix}"),
+        e2e.start(runner, f"e2e-b-{suffix}"),
+    )
+    loop = e2e.DeploymentLoop()
     loop.start()
     try:
-        deployment = services.create_deployment(
-            ctx,
-            f"e2e-{suffix}",
-            {
-                "variant": variant.pk,
-                "runtime": "llamacpp",
-                "replicas": 2,
-                "runtime_args": {"context_size": 256, "threads": 1},
-                "strategy": {
-                    "max_surge": 1,
-                    "max_unavailable": 0,
-                    "min_healthy_seconds": 1,
-                    "healthy_deadline_seconds": 30,
-                    "progress_deadline_seconds": 60,
-                },
-            },
-        )
-        why = lambda: explain(deployment, runner, loop)  # noqa: E731
-        wait_until(lambda: settled(deployment, 2), 90, message=why)
-        first = available(deployment)
+        deployment = services.create_deployment(ctx, f"e2e-{suffix}", e2e.llamacpp_spec(variant, 2))
+        why = lambda: e2e.explain(deployment, runner, loop)  # noqa: E731
+        wait_until(lambda: e2e.settled(deployment, 2), 90, message=why)
+        first = e2e.available(deployment)
         assert {r.node_id for r in first} == {node_a.pk, node_b.pk}
         assert len({r.host_port for r in first}) == 2  # two agents, one host: ports differ
         for replica in first:
-            assert completion(replica.host_port)["tokens_predicted"] > 0
+            assert e2e.completion(replica.host_port)["tokens_predicted"] > 0
 
         # rolling update under load: zero failed requests
         failures: list[str] = []
@@ -207,14 +78,14 @@ def test_llamacpp_deployment_end_to_end(
         def load() -> None:
             try:
                 while not stop_load.is_set():
-                    ports = [r.host_port for r in available(deployment)]
+                    ports = [r.host_port for r in e2e.available(deployment)]
                     if not ports:
-                        failures.append("no available replica")
+                        failures.append("no e2e.available replica")
                         time.sleep(0.05)
                         continue
                     port = ports[served[0] % len(ports)]
                     try:
-                        if completion(port)["tokens_predicted"] <= 0:
+                        if e2e.completion(port)["tokens_predicted"] <= 0:
                             failures.append(f"{port}: no tokens")
                         served[0] += 1
                     except requests.RequestException as exc:
@@ -226,12 +97,12 @@ def test_llamacpp_deployment_end_to_end(
         loader.start()
         deployment = revise(deployment, runtime_args={"context_size": 512, "threads": 1})
         r2 = deployment.current_revision_id
-        wait_until(lambda: settled(deployment, 2), 90, message=why)
+        wait_until(lambda: e2e.settled(deployment, 2), 90, message=why)
         stop_load.set()
         loader.join(30)
         assert served[0] > 0
         assert failures == [], failures[:5]
-        assert {r.revision_id for r in available(deployment)} == {r2}
+        assert {r.revision_id for r in e2e.available(deployment)} == {r2}
 
         # a crashing revision (an image without llama-server) reverts by itself
         deployment = revise(deployment, image="fleet-test/busybox:latest")
@@ -244,16 +115,16 @@ def test_llamacpp_deployment_end_to_end(
         wait_until(reverted, 60, message=why)
         failed = Rollout.objects.get(deployment=deployment, to_revision_id=bad)
         assert failed.state == RolloutState.FAILED
-        wait_until(lambda: settled(deployment, 2), 60, message=why)
+        wait_until(lambda: e2e.settled(deployment, 2), 60, message=why)
         assert deployment.state == DeploymentState.ACTIVE
 
         # kill a container by hand: replaced
-        victim = available(deployment)[0]
+        victim = e2e.available(deployment)[0]
         docker_client.containers.get(victim.container_name).kill()
 
         def replaced() -> bool:
             victim.refresh_from_db()
-            return victim.state not in LIVE and settled(deployment, 2)
+            return victim.state not in LIVE and e2e.settled(deployment, 2)
 
         wait_until(replaced, 60, message=why)
 
@@ -281,8 +152,8 @@ def test_llamacpp_deployment_end_to_end(
             return False
 
         wait_until(orphan_gone, 30, message=why)
-        for replica in available(deployment):
-            assert completion(replica.host_port)["tokens_predicted"] > 0
+        for replica in e2e.available(deployment):
+            assert e2e.completion(replica.host_port)["tokens_predicted"] > 0
 
         # every container the fleet started is hardened
         started = docker_client.containers.list(all=True, filters={"label": "fleet.managed=true"})
@@ -293,9 +164,4 @@ def test_llamacpp_deployment_end_to_end(
             assert hardening_violations(container.attrs) == [], container.name
     finally:
         loop.stop()
-        for container in docker_client.containers.list(
-            all=True, filters={"label": "fleet.managed=true"}
-        ):
-            if container.name.startswith((f"fleet-e2e-{suffix}", f"fleet-orphan-{suffix}")):
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
+        e2e.remove_containers(docker_client, f"fleet-e2e-{suffix}", f"fleet-orphan-{suffix}")

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,32 +27,10 @@ from deployments.models import Replica
 from deployments.rollouts import LIVE
 from fleet.choices import NodeState
 from fleet.models import Node
-from models_catalog.models import CatalogModel
-from tests import downloads_support
-from tests.deployments.test_e2e_llamacpp import (  # noqa: F401
-    DeploymentLoop,
-    available,
-    completion,
-    docker_client,
-    explain,
-    settled,
-)
-from tests.downloads_support import import_variant
+from tests.deployments import e2e
 from tests.fleet.agents import wait_until
-from tests.fleet.test_agent_downloads_e2e import (  # noqa: F401
-    ctx,
-    node_ids,
-    plane,
-    proxied,
-    runner,
-    start,
-)
-from tests.hubserver.repos import add_repo
-from tests.runtimes.fixtures import llama_cpp_tools, llama_server_image, tiny_gguf  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
-control_worker = downloads_support.control_worker
-reconciler = downloads_support.reconciler
 
 
 class LivenessSweep(threading.Thread):
@@ -122,61 +99,31 @@ def timeline(watch: SlotWatch, origin: float) -> list[tuple[float, dict[str, lis
     return changes
 
 
-def test_killed_agent_replica_is_rescheduled_and_not_duplicated_when_it_returns(
-    settings,
-    runner,  # noqa: F811
-    control_worker,
-    reconciler,
-    ctx,  # noqa: F811
-    hub_root: Path,
-    tiny_gguf: Path,  # noqa: F811
-    llama_server_image: str,  # noqa: F811
-    docker_client,  # noqa: F811
-):
+def test_killed_agent_replica_is_rescheduled_and_not_duplicated_when_it_returns(stage: e2e.Stage):
+    runner, ctx, docker_client = stage.runner, stage.ctx, stage.docker_client
     began = time.monotonic()
-    settings.FLEET_IMAGE_LLAMACPP = llama_server_image
-    settings.FLEET_NODE_GRACE_SECONDS = 3
-    settings.FLEET_RESCHEDULE_GRACE_SECONDS = 3
-    settings.FLEET_ORPHAN_GRACE_SECONDS = 2
-    settings.FLEET_REPLICA_START_WAIT_SECONDS = 2
-    settings.FLEET_REPLICA_RESEND_SECONDS = 3
-    repo = f"acme/tiny-gguf-{uuid.uuid4().hex[:6]}"
-    add_repo(hub_root, repo, [{"tiny-F16.gguf": tiny_gguf}])
-    variant = import_variant(ctx, repo)
-    CatalogModel.objects.filter(pk=variant.model_id).update(licence="apache-2.0")  # allowed
+    stage.configure(
+        FLEET_NODE_GRACE_SECONDS=3,
+        FLEET_RESCHEDULE_GRACE_SECONDS=3,
+    )
+    variant = stage.publish()
     suffix = uuid.uuid4().hex[:6]
     agents = {}
     for letter in "ab":
-        agent, node = start(runner, f"resched-{letter}-{suffix}")
+        agent, node = e2e.start(runner, f"resched-{letter}-{suffix}")
         agents[node.pk] = agent
-    loop = DeploymentLoop()
+    loop = e2e.DeploymentLoop()
     loop.start()
     liveness = LivenessSweep()
     liveness.start()
     watch: SlotWatch | None = None
     name = f"resched-{suffix}"
     try:
-        deployment = services.create_deployment(
-            ctx,
-            name,
-            {
-                "variant": variant.pk,
-                "runtime": "llamacpp",
-                "replicas": 1,
-                "runtime_args": {"context_size": 256, "threads": 1},
-                "strategy": {
-                    "max_surge": 1,
-                    "max_unavailable": 0,
-                    "min_healthy_seconds": 1,
-                    "healthy_deadline_seconds": 30,
-                    "progress_deadline_seconds": 60,
-                },
-            },
-        )
-        why = lambda: explain(deployment, runner, loop)  # noqa: E731
-        wait_until(lambda: settled(deployment, 1), 60, message=why)
-        [first] = available(deployment)
-        assert completion(first.host_port)["tokens_predicted"] > 0
+        deployment = services.create_deployment(ctx, name, e2e.llamacpp_spec(variant, 1))
+        why = lambda: e2e.explain(deployment, runner, loop)  # noqa: E731
+        wait_until(lambda: e2e.settled(deployment, 1), 60, message=why)
+        [first] = e2e.available(deployment)
+        assert e2e.completion(first.host_port)["tokens_predicted"] > 0
         victim_node, victim = first.node_id, agents[first.node_id]
         [other_node] = [pk for pk in agents if pk != victim_node]
         stale_name = first.container_name
@@ -191,7 +138,7 @@ def test_killed_agent_replica_is_rescheduled_and_not_duplicated_when_it_returns(
         wait_until(unreachable, 20, message=why)
 
         def rescheduled() -> Replica | None:
-            rows = available(deployment)
+            rows = e2e.available(deployment)
             moved = [r for r in rows if r.node_id == other_node and r.slot == first.slot]
             return moved[0] if len(rows) == 1 and moved else None
 
@@ -204,7 +151,7 @@ def test_killed_agent_replica_is_rescheduled_and_not_duplicated_when_it_returns(
             f"replica {second.pk} was given port {second.host_port}, still held on this host "
             f"by the stale container {stale_name} of replica {first.pk} ({first.state})"
         )
-        assert completion(second.host_port)["tokens_predicted"] > 0
+        assert e2e.completion(second.host_port)["tokens_predicted"] > 0
         first.refresh_from_db()
         assert first.state not in LIVE, first.state
         # the killed agent's container is still there: nobody could remove it
@@ -250,16 +197,16 @@ def test_killed_agent_replica_is_rescheduled_and_not_duplicated_when_it_returns(
         final = watch.running()
         assert final == {str(second.slot): [second.container_name]}, final
 
-        # the deployment stayed available: one replica, the same, still answering
+        # the deployment stayed e2e.available: one replica, the same, still answering
         deployment.refresh_from_db()
         assert deployment.state == DeploymentState.ACTIVE
-        assert [r.pk for r in available(deployment)] == [second.pk]
+        assert [r.pk for r in e2e.available(deployment)] == [second.pk]
         assert Counter(
             Replica.objects.filter(deployment=deployment, state__in=LIVE).values_list(
                 "slot", flat=True
             )
         ) == {second.slot: 1}
-        assert completion(second.host_port)["tokens_predicted"] > 0
+        assert e2e.completion(second.host_port)["tokens_predicted"] > 0
         second.refresh_from_db()
         assert second.state == ReplicaState.AVAILABLE
         assert loop.errors == [], loop.errors[-3:]
@@ -270,9 +217,4 @@ def test_killed_agent_replica_is_rescheduled_and_not_duplicated_when_it_returns(
             watch.stop()
         liveness.stop()
         loop.stop()
-        for container in docker_client.containers.list(
-            all=True, filters={"label": "fleet.managed=true"}
-        ):
-            if container.name.startswith(f"fleet-{name}"):
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
+        e2e.remove_containers(docker_client, f"fleet-{name}")

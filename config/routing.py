@@ -3,8 +3,10 @@
 from django.urls import path
 
 from core.consumers import HistoryConsumer, JobsConsumer
+from deployments.consumers import DeploymentsConsumer
 
 websocket_urlpatterns = [
     path("ws/history/", HistoryConsumer.as_asgi()),
     path("ws/jobs/", JobsConsumer.as_asgi()),
+    path("ws/deployments/", DeploymentsConsumer.as_asgi()),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from core.choices import Role
@@ -24,6 +25,15 @@ class FleetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     read_role: str = Role.VIEWER
     fixed_groups: tuple[str, ...] = ()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Groups are shared by several pages' consumers (``deployment.<id>`` carries rollout
+        states and metrics): a group message this consumer has no handler for is not for it.
+        Channels would otherwise raise and drop the socket."""
+        kind = str(message.get("type", ""))
+        if not kind.startswith("websocket.") and not hasattr(self, get_handler_name(message)):
+            return
+        await super().dispatch(message)
 
     async def connect(self) -> None:
         self.joined: set[str] = set()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -75,18 +75,26 @@ class Demand:
 
 
 def model_info(variant: Variant, name: str = "") -> ModelInfo:
-    """What an adapter needs to know about ``variant``."""
-    paths = sorted(f.path for f in variant.files.all())
-    ggufs = [p for p in paths if p.endswith(".gguf")]
-    return ModelInfo(
-        repo_id=variant.model.repo_id,
-        commit_sha=variant.model.commit_sha,
-        format=variant.format,
-        files=tuple(paths),
-        name=name or variant.model.repo_id.rsplit("/", 1)[-1],
-        gguf_file=ggufs[0] if ggufs else None,
-        max_context=model_architecture(variant.model).max_context,
-    )
+    """What an adapter needs to know about ``variant``.
+
+    Kept on the instance: a reconcile pass asks several times for the same variant (demand,
+    placement, the container spec), and each answer costs queries (files, architecture).
+    """
+    info: ModelInfo | None = getattr(variant, "_fleet_model_info", None)
+    if info is None:
+        paths = sorted(f.path for f in variant.files.all())
+        ggufs = [p for p in paths if p.endswith(".gguf")]
+        info = ModelInfo(
+            repo_id=variant.model.repo_id,
+            commit_sha=variant.model.commit_sha,
+            format=variant.format,
+            files=tuple(paths),
+            name=variant.model.repo_id.rsplit("/", 1)[-1],
+            gguf_file=ggufs[0] if ggufs else None,
+            max_context=model_architecture(variant.model).max_context,
+        )
+        variant._fleet_model_info = info  # type: ignore[attr-defined]
+    return replace(info, name=name) if name else info
 
 
 def _kv_cache_type(adapter: RuntimeAdapter, args: dict[str, Any], allowed: Sequence[str]) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -152,9 +153,12 @@ def send_start(replica: Replica, *, now: datetime | None = None, force: bool = F
         "wait_s": min(float(settings.FLEET_REPLICA_START_WAIT_SECONDS), ttl - 1),
     }
     replica_id, node_id = replica.pk, replica.node_id
-    transaction.on_commit(
-        lambda: _send(node_id, "fleet.agent.replica_start", [replica_id, spec, model, options], ttl)
-    )
+
+    def order() -> None:
+        options["sent_at"] = round(time.time(), 4)  # the agent logs how long the order took
+        _send(node_id, "fleet.agent.replica_start", [replica_id, spec, model, options], ttl)
+
+    transaction.on_commit(order)
 
 
 def send_stop(
@@ -194,12 +198,16 @@ def push(deployment_id: int, kind: str, payload: dict[str, Any]) -> None:
     if pending is not None:
         pending.append((group, f"deployment.{kind}", payload))
         return
-    transaction.on_commit(lambda: live.send(group, f"deployment.{kind}", payload))
+    transaction.on_commit(lambda: _send_live([(group, f"deployment.{kind}", payload)]))
 
 
 def _send_live(messages: list[tuple[str, str, dict[str, Any]]]) -> None:
+    changed: dict[str, None] = {}
     for group, message_type, payload in messages:
         live.send(group, message_type, payload)
+        changed[group] = None
+    for group in changed:  # the list page: one notice per deployment and pass
+        live.send(live.DEPLOYMENTS_GROUP, "deployments.changed", {"id": int(group.split(".")[1])})
 
 
 def replica_payload(replica: Replica) -> dict[str, Any]:

@@ -196,6 +196,8 @@ def replica_start(
     _report_replica(replica_id, outcome.report())
     outcome.timings["report_ms"] = round((time.monotonic() - reporting) * 1000, 1)
     outcome.timings["picked_at"] = round(picked_at, 4)
+    if opts.get("sent_at"):
+        outcome.timings["order_ms"] = round((picked_at - float(opts["sent_at"])) * 1000, 1)
     log.info("replica %s: %s %s", replica_id, outcome.state, outcome.timings)
 
 

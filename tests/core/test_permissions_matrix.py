@@ -8,9 +8,12 @@ secret, one token per signed-in persona and the history events those left behind
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -31,10 +34,35 @@ from models_catalog.downloads import put_variant_on_nodes
 from models_catalog.models import CatalogModel, ModelFile, NodeModel, Variant
 from tests.deployments.builders import gguf_variant, qwen
 from tests.hubserver.fixtures import TINY, TINY_GGUF
+from tests.matrix_kit import (
+    LOGIN,
+    LOGIN_URL,
+    Check,
+    Expected,
+    Redirect,
+    Row,
+    admin_only,
+    api,
+    everyone,
+    operators,
+    page,
+)
 
 PERSONAS = ("admin", "operator", "viewer", "anonymous")
+
+
+def _extensions() -> list[ModuleType]:
+    """Every ``tests/**/matrix_rows.py``: rows (and world set-up) contributed by other apps."""
+    tests_dir = Path(__file__).resolve().parent.parent
+    names = sorted(
+        ".".join(("tests", *path.relative_to(tests_dir).with_suffix("").parts))
+        for path in tests_dir.rglob("matrix_rows.py")
+    )
+    return [importlib.import_module(name) for name in names]
+
+
+EXTENSIONS = _extensions()
 SECRET_VALUE = "hf_matrix-plaintext-must-never-leak-0123456789"
-LOGIN_URL = "/login/"
 
 
 # --- The world every row runs against -------------------------------------------------------
@@ -63,6 +91,7 @@ class World:
     deployment: Deployment  # at revision 2 (r1 rollback-able), no live replica
     replica: Replica  # a gone replica of ``deployment`` on ``node``
     rollout: Rollout
+    extra: dict[str, Any] = field(default_factory=dict)  # what matrix_rows modules set up
 
     def placeholders(self, persona: str) -> dict[str, Any]:
         """Values for the ``{name}`` placeholders of paths and bodies, seen by ``persona``."""
@@ -97,6 +126,12 @@ class World:
             "deploy_variant": self.deployment.current_revision.variant_id,  # type: ignore[union-attr]
             "replica": self.replica.pk,
             "rollout": self.rollout.pk,
+            **{
+                name: value
+                for module in EXTENSIONS
+                if hasattr(module, "placeholders")
+                for name, value in module.placeholders(self, persona).items()
+            },
         }
 
 
@@ -166,7 +201,7 @@ def world(personas, catalog_hub, hub_commits) -> World:
     catalog_model, variant = _catalog_model(hub_commits[TINY][0])
     job, failed_job, node_model = _download_jobs(admin, node, variant)
     deployment, replica, rollout = _deployment(admin, node)
-    return World(
+    world = World(
         users=personas,
         tokens=tokens,
         keys=keys,
@@ -185,6 +220,10 @@ def world(personas, catalog_hub, hub_commits) -> World:
         replica=replica,
         rollout=rollout,
     )
+    for module in EXTENSIONS:
+        if hasattr(module, "setup"):
+            module.setup(world)
+    return world
 
 
 def _deployment(admin: User, node: Node) -> tuple[Deployment, Replica, Rollout]:
@@ -233,77 +272,6 @@ def _download_jobs(admin: User, node: Node, variant: Variant) -> tuple[Job, Job,
         node=other, variant=placed, commit_sha=placed_model.commit_sha, state="present"
     )
     return job, failed, node_model
-
-
-# --- Expectations ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Redirect:
-    """A 302 whose Location starts with ``to`` (``LOGIN`` means the sign-in page, ?next=)."""
-
-    to: str
-
-
-LOGIN = Redirect(LOGIN_URL + "?next=")
-Expected = int | Redirect
-Check = Callable[[Any, str, World], None]
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    route: str  # URL name the path must resolve to
-    method: str
-    path: str  # may hold {placeholders} from World.placeholders
-    expected: dict[str, Expected]
-    api: bool
-    body: dict[str, Any] | None = None
-    check: Check | None = None
-
-
-def api(
-    id: str,
-    route: str,
-    method: str,
-    path: str,
-    *,
-    admin: Expected,
-    operator: Expected,
-    viewer: Expected,
-    anonymous: Expected = 401,
-    body: dict[str, Any] | None = None,
-    check: Check | None = None,
-) -> Row:
-    expected = {"admin": admin, "operator": operator, "viewer": viewer, "anonymous": anonymous}
-    return Row(id, route, method, path, expected, api=True, body=body, check=check)
-
-
-def page(
-    id: str,
-    route: str,
-    method: str,
-    path: str,
-    *,
-    admin: Expected,
-    operator: Expected,
-    viewer: Expected,
-    anonymous: Expected = LOGIN,
-    body: dict[str, Any] | None = None,
-    check: Check | None = None,
-) -> Row:
-    expected = {"admin": admin, "operator": operator, "viewer": viewer, "anonymous": anonymous}
-    return Row(id, route, method, path, expected, api=False, body=body, check=check)
-
-
-def everyone(status: Expected) -> dict[str, Expected]:
-    return {"admin": status, "operator": status, "viewer": status}
-
-
-def admin_only(ok: Expected, denied: Expected = 403) -> dict[str, Expected]:
-    return {"admin": ok, "operator": denied, "viewer": denied}
-
-
-def operators(ok: Expected, denied: Expected = 403) -> dict[str, Expected]:
-    return {"admin": ok, "operator": ok, "viewer": denied}
 
 
 # --- Extra per-row checks -------------------------------------------------------------------
@@ -1376,6 +1344,7 @@ ROWS = (
     + CATALOG_PAGE_ROWS
     + DOWNLOAD_PAGE_ROWS
     + DEPLOYMENT_PAGE_ROWS
+    + [row for module in EXTENSIONS for row in module.ROWS]
 )
 COVERED_ROUTES = frozenset(row.route for row in ROWS)
 assert len({row.id for row in ROWS}) == len(ROWS), "row ids must be unique"
@@ -1561,7 +1530,7 @@ def test_matrix_covers_every_route() -> None:
     }
     assert not missing, (
         "routes missing from the permission matrix (add rows to API_ROWS / PAGE_ROWS in "
-        f"tests/core/test_permissions_matrix.py): {missing}"
+        f"tests/core/test_permissions_matrix.py, or to a tests/<app>/matrix_rows.py): {missing}"
     )
     stale = COVERED_ROUTES - set(api_routes) - set(page_routes)
     assert not stale, f"matrix rows name routes that do not exist: {sorted(stale)}"

@@ -168,7 +168,9 @@ class Replica(models.Model):
         """``http://host:port`` of the server, once it has a node and a port."""
         if self.node is None or not self.host_port or self.state == ReplicaState.GONE:
             return ""
-        host = ((self.node.inventory or {}).get("host") or {}).get("hostname") or self.node.name
+        host = self.node.replica_address
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
         return f"http://{host}:{self.host_port}"
 
 

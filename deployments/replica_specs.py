@@ -172,7 +172,7 @@ def _context(replica: Replica, *, port: int) -> ReplicaContext:
         slot=replica.slot,
         replica_id=replica.pk,
         node_id=replica.node_id or 0,
-        host="127.0.0.1",
+        host=replica.node.replica_bind_address if replica.node else "127.0.0.1",
         port=port,
         model=placement.model_info(revision.variant, replica.deployment.name),
         runtime_args=dict(spec.get("runtime_args") or {}),

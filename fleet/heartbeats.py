@@ -11,6 +11,7 @@ DRF view writes a batch of one. Both share everything here.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from dataclasses import dataclass, field
@@ -59,6 +60,15 @@ class _Checker:
         if not isinstance(value, str) or len(value) > MAX_STRING:
             self.errors[f"{path}.{key}"] = f"must be a string of at most {MAX_STRING} characters"
 
+    def ip_address(self, data: dict[str, Any], key: str, path: str) -> None:
+        value = data.get(key)
+        if value in (None, ""):
+            return
+        try:
+            ipaddress.ip_address(str(value))
+        except ValueError:
+            self.errors[f"{path}.{key}"] = "must be an IP address"
+
     def number(
         self,
         data: dict[str, Any],
@@ -99,6 +109,8 @@ def validate_heartbeat(payload: Any) -> dict[str, Any]:
     host = c.obj(root.get("host"), "host")
     for key in ("hostname", "os", "kernel", "arch"):
         c.string(host, key, "host")
+    for key in ("address", "replica_bind"):  # replicas bind it; it goes into their commands
+        c.ip_address(host, key, "host")
     cpu = c.obj(root.get("cpu"), "cpu")
     c.string(cpu, "model", "cpu")
     c.number(cpu, "cores", "cpu", low=1, high=65536, integer=True, nullable=False)

@@ -108,6 +108,21 @@ class Node(VersionedModel):
             self.cordoned or self.draining or self.maintenance
         )
 
+    @property
+    def replica_address(self) -> str:
+        """Where the control plane (try it, the gateway) reaches this node's replicas: the
+        address the agent advertises (``FLEET_AGENT_ADDRESS``, else its interface towards the
+        control plane), else its host name."""
+        host = (self.inventory or {}).get("host") or {}
+        return str(host.get("address") or host.get("hostname") or self.name)
+
+    @property
+    def replica_bind_address(self) -> str:
+        """The address replicas listen on: ``FLEET_AGENT_REPLICA_BIND`` when the agent sets it
+        (e.g. 0.0.0.0), else the advertised address, else loopback (not joined yet)."""
+        host = (self.inventory or {}).get("host") or {}
+        return str(host.get("replica_bind") or host.get("address") or "127.0.0.1")
+
     def get_status(self, now: Any = None) -> str:
         """The state, judged again against the grace period (the sweep may lag a little)."""
         if self.state == NodeState.READY and self.last_heartbeat_at is not None:

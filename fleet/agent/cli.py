@@ -7,6 +7,7 @@ the control plane's settings and never touches its database.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +174,24 @@ class Heartbeats(threading.Thread):
         os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the Celery worker
 
 
+def check_addresses(environ: Mapping[str, str]) -> None:
+    """Refuse to start with an address the control plane would refuse in every heartbeat."""
+    for name in ("FLEET_AGENT_ADDRESS", "FLEET_AGENT_REPLICA_BIND"):
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise SystemExit(
+                f"{name}={value!r} is not an IP address. Replicas bind it and the control plane "
+                "calls it: give the node's address (e.g. 10.0.0.5), or unset it."
+            ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    check_addresses(os.environ)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s agent[%(threadName)s] %(message)s"
     )

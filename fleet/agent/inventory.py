@@ -61,6 +61,8 @@ def collect_inventory(
             "kernel": platform.release(),
             "arch": platform.machine(),
             "address": host_address(data_dir),
+            # where replicas listen, when not at ``address`` (e.g. 0.0.0.0 behind a firewall)
+            "replica_bind": os.environ.get("FLEET_AGENT_REPLICA_BIND", "").strip(),
         },
         "cpu": {
             "model": cpu_model(),

@@ -133,6 +133,33 @@ def test_initial_placement_creates_replicas_and_start_orders(fleet, two_nodes, v
     assert by_task(again)[START] == 2
 
 
+ALL = "0.0.0.0"  # noqa: S104 - what an operator may ask replicas to bind
+
+
+@pytest.mark.parametrize(
+    ("host", "bind", "endpoint"),
+    [
+        ({}, "127.0.0.1", "http://{name}.example.net:{port}"),  # an agent not reporting yet
+        ({"address": "10.1.2.3"}, "10.1.2.3", "http://10.1.2.3:{port}"),
+        ({"address": "10.1.2.3", "replica_bind": ALL}, ALL, "http://10.1.2.3:{port}"),
+        ({"address": "fd00::7"}, "fd00::7", "http://[fd00::7]:{port}"),
+    ],
+)
+def test_replicas_bind_and_are_reached_at_the_nodes_address(
+    fleet, variant, admin_user, host, bind, endpoint
+):
+    node = fleet.node("addressed")
+    node.inventory["host"].update(host)
+    node.save(update_fields=["inventory"])
+    holds(node, variant)
+    deployment = deploy(admin_user, variant)
+    (order,) = [o for o in fleet.step(0, deployment) if o.task == START]
+    command = order.args[1]["command"]
+    assert command[command.index("--host") + 1] == bind
+    replica = Replica.objects.select_related("node").get(pk=order.replica_id)
+    assert replica.endpoint == endpoint.format(name="addressed", port=replica.host_port)
+
+
 def test_unschedulable_reason_is_recorded(fleet, variant, admin_user):
     fleet.node("small", ram_gb=0)
     deployment = deploy(admin_user, variant)

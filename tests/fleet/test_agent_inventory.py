@@ -65,7 +65,15 @@ def test_inventory_shape_on_this_host(tmp_path: Path, driver: DockerDriver) -> N
     assert abs(datetime.now(UTC) - sent_at) < timedelta(seconds=10)
 
     _assert_types(
-        result["host"], {"hostname": str, "os": str, "kernel": str, "arch": str, "address": str}
+        result["host"],
+        {
+            "hostname": str,
+            "os": str,
+            "kernel": str,
+            "arch": str,
+            "address": str,
+            "replica_bind": str,
+        },
     )
     assert result["host"]["kernel"] == platform.release()
     assert result["host"]["arch"] == platform.machine()
@@ -179,3 +187,15 @@ def test_agent_code_imports_no_django() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_replica_addresses_come_from_the_environment(
+    tmp_path: Path, driver: DockerDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEET_AGENT_ADDRESS", "192.0.2.10")
+    monkeypatch.setenv("FLEET_AGENT_REPLICA_BIND", " 0.0.0.0 ")
+    host = _collect(tmp_path, driver)["host"]
+    assert host["address"] == "192.0.2.10"
+    assert host["replica_bind"] == "0.0.0.0"  # noqa: S104 - what the operator asked for
+    monkeypatch.delenv("FLEET_AGENT_REPLICA_BIND")
+    assert _collect(tmp_path, driver)["host"]["replica_bind"] == ""  # binds the address

@@ -131,3 +131,18 @@ def test_an_unreadable_state_file_stops_the_agent_with_a_clear_message(tmp_path:
     assert "cannot be read" in str(stopped.value) and "remove it to join again" in str(
         stopped.value
     )
+
+
+def test_an_address_that_is_not_an_ip_stops_the_agent_before_it_joins(tmp_path: Path):
+    env = agent_env()
+    env["FLEET_AGENT_ADDRESS"] = "gpu-box.internal"
+    data_dir = tmp_path / "agent"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "fleet_agent", "--server", "http://127.0.0.1:9",
+         "--name", "named", "--join-token", "slmj_x", "--data-dir", str(data_dir)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "FLEET_AGENT_ADDRESS='gpu-box.internal' is not an IP address" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (data_dir / "agent.json").exists()

@@ -132,6 +132,11 @@ def test_heartbeat_view_refuses_get_bad_credentials_bad_and_big_bodies(two_nodes
     assert heartbeat(APIClient()).status_code == 401
     assert heartbeat(client, raw=b"{oops").status_code == 400
     assert heartbeat(client, heartbeat_payload(cpu={"cores": -2})).status_code == 400
+    # the addresses replicas bind and are reached at go into container commands
+    for bad in ({"address": "10.0.0.1 --api-key x"}, {"replica_bind": "all"}):
+        refused = heartbeat(client, heartbeat_payload(host=bad))
+        assert refused.status_code == 400
+        assert "must be an IP address" in json.dumps(refused.json())
     big = json.dumps(heartbeat_payload()).encode() + b" " * settings.FLEET_HEARTBEAT_MAX_BYTES
     too_large = heartbeat(client, raw=big)
     assert too_large.status_code == 413

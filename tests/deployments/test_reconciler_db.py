@@ -43,39 +43,17 @@ def deploy(user, variant, name="chat", *, replicas=1, strategy=None, **spec):
     return services.create_deployment(ChangeContext.for_user(user), name, body, reason="test")
 
 
-# services.update_spec/scale/stop fail on PostgreSQL today (services._locked:
-# select_for_update() with select_related("current_revision"), a nullable outer join:
-# "FOR UPDATE cannot be applied to the nullable side of an outer join"). Until that is
-# fixed, these write the same rows with the ORM: a new revision / the replica count / state.
 def update(user, deployment, **changes):
-    from deployments.models import DeploymentRevision
-    from deployments.spec import merge_spec, normalize_spec
-
-    deployment.refresh_from_db()
-    spec = normalize_spec(merge_spec(dict(deployment.current_revision.spec), changes))
-    last = deployment.revisions.order_by("-number").first()
-    revision = DeploymentRevision.objects.create(
-        deployment=deployment,
-        number=last.number + 1,
-        spec=spec,
-        variant_id=spec["variant"],
-        runtime=spec["runtime"],
-        author_type="user",
-        author_name=user.username,
-    )
-    Deployment.objects.filter(pk=deployment.pk).update(current_revision=revision)
-    deployment.refresh_from_db()
-    return deployment
+    """A spec change through the service: a new revision, as the API makes it."""
+    return services.update_spec(ChangeContext.for_user(user), deployment, changes, reason="test")
 
 
 def scale(deployment, replicas):
-    Deployment.objects.filter(pk=deployment.pk).update(desired_replicas=replicas)
-    deployment.refresh_from_db()
+    return services.scale(ChangeContext.system("test"), deployment, replicas)
 
 
 def stop(deployment):
-    Deployment.objects.filter(pk=deployment.pk).update(state=DeploymentState.STOPPED)
-    deployment.refresh_from_db()
+    return services.stop(ChangeContext.system("test"), deployment)
 
 
 def live(deployment) -> list[Replica]:

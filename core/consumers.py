@@ -25,6 +25,8 @@ class FleetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     read_role: str = Role.VIEWER
     fixed_groups: tuple[str, ...] = ()
+    subscribable: re.Pattern[str] | None = None  # groups a client may also ask to watch
+    max_groups = 50
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Groups are shared by several pages' consumers (``deployment.<id>`` carries rollout
@@ -57,8 +59,11 @@ class FleetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def can_join(self, group: str) -> bool:
-        """Whether this user may watch ``group``; nothing beyond the fixed groups by default."""
-        return False
+        """Whether this user may watch ``group``: one matching ``subscribable``, up to
+        ``max_groups`` in all (nothing beyond the fixed groups when it is None)."""
+        if self.subscribable is None or not self.subscribable.match(group):
+            return False
+        return len(self.joined) < self.max_groups
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         group = content.get("subscribe") if isinstance(content, dict) else None
@@ -93,9 +98,6 @@ class JobsConsumer(FleetConsumer):
     fixed_groups = (JOBS_GROUP,)
     subscribable = re.compile(r"^(job|node|variant)\.\d{1,18}$")
     max_groups = 200
-
-    async def can_join(self, group: str) -> bool:
-        return bool(self.subscribable.match(group)) and len(self.joined) < self.max_groups
 
     async def job_update(self, message: dict[str, Any]) -> None:
         await self.forward(message)

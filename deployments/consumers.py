@@ -21,10 +21,6 @@ class DeploymentsConsumer(FleetConsumer):
 
     fixed_groups = (DEPLOYMENTS_GROUP,)
     subscribable = re.compile(r"^deployment\.\d{1,18}$")
-    max_groups = 50
-
-    async def can_join(self, group: str) -> bool:
-        return bool(self.subscribable.match(group)) and len(self.joined) < self.max_groups
 
     async def deployments_changed(self, message: dict[str, Any]) -> None:
         await self.forward(message)

@@ -9,7 +9,7 @@ is built; keep what you create in ``world.extra``) and ``placeholders(world, per
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 LOGIN_URL = "/login/"
@@ -58,20 +58,10 @@ def api(
 
 
 def page(
-    id: str,
-    route: str,
-    method: str,
-    path: str,
-    *,
-    admin: Expected,
-    operator: Expected,
-    viewer: Expected,
-    anonymous: Expected = LOGIN,
-    body: dict[str, Any] | None = None,
-    check: Check | None = None,
+    id: str, route: str, method: str, path: str, *, anonymous: Expected = LOGIN, **rest: Any
 ) -> Row:
-    expected = {"admin": admin, "operator": operator, "viewer": viewer, "anonymous": anonymous}
-    return Row(id, route, method, path, expected, api=False, body=body, check=check)
+    """A console page's row: like :func:`api`, but anonymous users go to the sign-in page."""
+    return replace(api(id, route, method, path, anonymous=anonymous, **rest), api=False)
 
 
 def everyone(status: Expected) -> dict[str, Expected]:

@@ -15,11 +15,19 @@ removed by id, its database dropped, its Redis database 13 flushed, its temp dir
    the variant on the node with a real download job (not timed);
 4. one warm-up deployment (not counted); then ``--rounds`` rounds, alternating which goes
    first: **fleet**: ``POST /api/v1/deployments/`` with a write-scope API token → the
-   replica row's state is ``healthy`` (the agent's report; polled every 5 ms), then the
-   deployment is deleted through the API and its container waited away; **raw**: the
+   replica row's state is ``healthy`` (the agent's report), then the deployment is deleted
+   through the API and its container waited away; **raw**: the
    identical ContainerSpec (the fleet replica's, renamed, on another free port) through the
    agent's own ``run_arguments`` and the Docker SDK + the same 50 ms health polling, then
    removed.
+
+The fleet round ends at the replica's ``healthy_since`` stamp: the moment the control plane
+records the agent's healthy report (same machine, same clock as the API call's start). The
+bench learns of it like the console, on the ``deployments`` live group (Redis pub/sub): each
+notice about the round's deployment triggers one look at its replica rows, with a look every
+``--poll-ms`` (20) as well, in case a notice is late or lost. (Polling the database every 5 ms,
+as this bench did before, took CPU from the very processes being timed on a small machine.)
+``observed`` minus ``healthy_applied`` in the phases is what observing adds.
 
 The last line of output is one JSON object with the figures (``rounds``, ``fleet_p50_ms``,
 ``fleet_p99_ms``, ``raw_p50_ms``, ``overhead_p50_ms``, ``ratio_p50``, ...). Targets: median
@@ -78,6 +86,66 @@ def _llama_script() -> Any:
     return module
 
 
+class LiveNotices:
+    """Deployment ids from the ``deployments`` live group, on a thread with its own loop."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.ids: queue.Queue[int] = queue.Queue()
+        self.ready = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="live-notices", daemon=True)
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise RuntimeError("could not join the deployments live group")
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._listen())
+
+    async def _listen(self) -> None:
+        import asyncio
+
+        from channels.layers import get_channel_layer
+
+        from core.live import DEPLOYMENTS_GROUP
+
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(DEPLOYMENTS_GROUP, channel)
+        self.ready.set()
+        try:
+            while not self.stopping:
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), 0.5)
+                except TimeoutError:
+                    continue
+                payload = message.get("payload") or {}
+                if message.get("type") == "deployments.changed" and "id" in payload:
+                    self.ids.put(int(payload["id"]))
+        finally:
+            await layer.group_discard(DEPLOYMENTS_GROUP, channel)
+
+    def wait(self, deployment_id: int, timeout: float) -> None:
+        """Until a notice about ``deployment_id`` or ``timeout`` seconds (whichever first)."""
+        import queue
+
+        deadline = time.perf_counter() + timeout
+        while (left := deadline - time.perf_counter()) > 0:
+            try:
+                if self.ids.get(timeout=left) == deployment_id:
+                    return
+            except queue.Empty:
+                return
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(5)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -97,6 +165,7 @@ class Bench:
         self.data_dir = self.tmp / "agent"
         self.phases: list[dict[str, float]] = []
         self.raw_run: list[float] = []
+        self.notices: LiveNotices | None = None
 
     # --- setup ---
     def env(self, hub_url: str) -> dict[str, str]:
@@ -237,6 +306,9 @@ class Bench:
             "replicas": 1,
             "runtime_args": {"context_size": 256, "threads": 1},
         }
+        notices = self.notices = self.notices or LiveNotices()
+        while not notices.ids.empty():  # earlier rounds' notices
+            notices.ids.get_nowait()
         wall0 = time.time()
         started = time.perf_counter()
         status, body = self.api("POST", "/api/v1/deployments/", {"name": name, "spec": spec})
@@ -254,11 +326,14 @@ class Bench:
             )
             if replica is not None:
                 break
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
+            notices.wait(deployment_id, self.args.poll_ms / 1000)
+        observed = time.perf_counter() - started
         if replica is None:
             raise RuntimeError(f"{name}: no healthy replica within 60 s")
-        self.phases.append(self._phases(replica, wall0, api_s, elapsed))
+        self.phases.append(self._phases(replica, wall0, api_s, observed))
+        # The replica is healthy when the control plane records the agent's report (its
+        # healthy_since stamp, this machine's clock); the observer's own delay is left out.
+        elapsed = replica.healthy_since.timestamp() - wall0
         raw_spec, _ = container_spec(replica)
         status, body = self.api("DELETE", f"/api/v1/deployments/{deployment_id}/")
         name_ = replica.container_name
@@ -282,11 +357,20 @@ class Bench:
 
         phases = {
             "api_answered": round(api_s * 1000, 1),
+            "deployment_row": at(replica.deployment.created_at),
+            "revision_row": at(replica.revision.created_at),
             "replica_row": at(replica.created_at),
             "start_ordered": at(replica.started_at),
             "healthy_applied": at(replica.healthy_since),
             "observed": round(elapsed * 1000, 1),
         }
+        nudged = re.compile(rf"reconciling deployment {replica.deployment_id}, nudged ([\d.]+) ms")
+        with contextlib.suppress(OSError):
+            for line in (self.tmp / "worker.log").read_text(errors="replace").splitlines():
+                found = nudged.search(line)
+                if found:  # the first pass, the one that placed the replica
+                    phases["nudge_waited_ms"] = float(found.group(1))
+                    break
         pattern = re.compile(rf"replica {replica.pk}: healthy (\{{.*\}})")
         with contextlib.suppress(OSError):
             for line in (self.tmp / "agent.log").read_text(errors="replace").splitlines():
@@ -370,6 +454,8 @@ class Bench:
 
     # --- cleanup ---
     def cleanup(self) -> None:
+        if self.notices is not None:
+            self.notices.stop()
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -409,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--web-workers", type=int, default=1)
+    parser.add_argument("--poll-ms", type=float, default=20.0, help="look at least this often")
     args = parser.parse_args(argv)
     bench = Bench(args)
     try:

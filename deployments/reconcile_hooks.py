@@ -9,6 +9,7 @@ clears the mark when it starts, so a change during a pass nudges again).
 from __future__ import annotations
 
 import logging
+import time
 
 from django.core.cache import cache
 
@@ -31,7 +32,11 @@ def nudge(deployment_id: int) -> None:
         return
     try:
         app.send_task(
-            RECONCILE_TASK, args=[deployment_id], queue=CONTROL_QUEUE, expires=PENDING_TTL_S * 6
+            RECONCILE_TASK,
+            args=[deployment_id],
+            kwargs={"sent_at": round(time.time(), 4)},
+            queue=CONTROL_QUEUE,
+            expires=PENDING_TTL_S * 6,
         )
     except Exception:  # the periodic reconcile picks the change up anyway
         cache.delete(_key(deployment_id))

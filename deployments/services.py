@@ -175,6 +175,7 @@ def create_deployment(
             deployment.save()
     except IntegrityError:
         raise ConflictError(f"A deployment is already called {name!r}.", field="name") from None
+    _nudge(deployment.pk)  # first of the commit's callbacks: a start waits on it
     revision = _new_revision(ctx, deployment, normalized, {}, ctx.reason)
     deployment.save(update_fields=["current_revision"])
     record(
@@ -186,7 +187,6 @@ def create_deployment(
             **diff({}, flatten_spec(normalized)),
         },
     )
-    _nudge(deployment.pk)
     return deployment
 
 
@@ -246,8 +246,8 @@ def update_spec(
     if pruned:
         changes["no_longer_rollbackable"] = {"before": None, "after": [f"r{n}" for n in pruned]}
     verb = "scaled" if set(changes) == {"replicas"} else "updated"
+    _nudge(deployment.pk)  # before the history event: its callback runs first
     record(ctx, verb, deployment, changes=changes)
-    _nudge(deployment.pk)
     return deployment
 
 
@@ -268,8 +268,8 @@ def _scale(ctx: ChangeContext, deployment: Deployment, replicas: Any) -> Deploym
         _refuse_unlicensed(deployment.current_revision.variant, "replicas")
     deployment.desired_replicas = replicas
     _save(deployment, "desired_replicas")
+    _nudge(deployment.pk)  # before the history event: its callback runs first
     record(ctx, "scaled", deployment, changes={"replicas": {"before": before, "after": replicas}})
-    _nudge(deployment.pk)
     return deployment
 
 
@@ -326,8 +326,8 @@ def rollback(
     pruned = _prune(deployment)
     if pruned:
         changes["no_longer_rollbackable"] = {"before": None, "after": [f"r{n}" for n in pruned]}
+    _nudge(deployment.pk)  # before the history event: its callback runs first
     record(ctx, "rolled_back", deployment, changes=changes)
-    _nudge(deployment.pk)
     return deployment
 
 
@@ -344,8 +344,8 @@ def _set_state(
     deployment.state = state
     deployment.paused_reason = paused_reason
     _save(deployment, "state", "paused_reason")
+    _nudge(deployment.pk)  # before the history event: its callback runs first
     record(ctx, verb, deployment, changes={"state": {"before": before, "after": state}})
-    _nudge(deployment.pk)
     return deployment
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from celery import shared_task
 
 from deployments import reconcile_hooks, reconciler
 
+log = logging.getLogger(__name__)
+
 
 @shared_task(name="deployments.tasks.reconcile_deployment", ignore_result=True)
-def reconcile_deployment(deployment_id: int) -> None:
+def reconcile_deployment(deployment_id: int, sent_at: float | None = None) -> None:
+    if sent_at:  # how long the nudge waited (broker and worker queueing)
+        waited_ms = (time.time() - sent_at) * 1000
+        log.info("reconciling deployment %s, nudged %.1f ms ago", deployment_id, waited_ms)
     reconcile_hooks.clear(deployment_id)  # a change from now on nudges again
     reconciler.reconcile_deployment(deployment_id)
 

@@ -65,7 +65,7 @@ def reconcile_deployment(deployment_id: int, *, now: datetime | None = None) -> 
         if not try_lock(deployment_id):
             return False
         deployment = (
-            Deployment.objects.select_related("current_revision", "stable_revision")
+            Deployment.objects.select_related("current_revision__variant__model", "stable_revision")
             .filter(pk=deployment_id)
             .first()
         )

@@ -20,7 +20,6 @@ from deployments.models import DeploymentRevision, Replica
 from deployments.runtimes import get_adapter
 from deployments.runtimes.base import LABEL_REPLICA, ReplicaContext, container_name
 from fleet.models import Node
-from models_catalog.models import NodeModel
 
 if TYPE_CHECKING:
     from deployments.reconciler import Pass
@@ -52,7 +51,8 @@ def place_and_start(p: Pass, replica: Replica) -> None:
     except (ServiceError, ValueError, KeyError) as exc:
         p.set_state(replica, ReplicaState.PENDING, f"cannot place: {exc}")
         return
-    (decision,) = placement.place([demand], nodes, existing)
+    holders = placement.holders_of([revision.variant_id])
+    (decision,) = placement.place([demand], nodes, existing, holders=holders)
     if not decision.placed:
         p.set_state(replica, ReplicaState.PENDING, decision.reason or "no node fits")
         return
@@ -61,7 +61,7 @@ def place_and_start(p: Pass, replica: Replica) -> None:
     _avoid_host_port_clash(replica, existing, nodes)
     replica.container_name = container_name(_context(replica, port=replica.host_port or 0))
     p.changed[replica.pk] = replica
-    _files_then_start(p, replica)
+    _files_then_start(p, replica, present=replica.node_id in holders.get(revision.variant_id, ()))
 
 
 def _placed_replicas(p: Pass, *, exclude: int) -> list[Replica]:
@@ -125,19 +125,15 @@ def _ports_of_reported_containers(nodes: list[Node], *, exclude: int | None) -> 
     return {port for port in ports if port is not None}
 
 
-def _files_then_start(p: Pass, replica: Replica) -> None:
+def _files_then_start(p: Pass, replica: Replica, *, present: bool) -> None:
+    """Start the replica when its node holds the variant's files (``present``: at the
+    catalog's pinned commit, as placement found), else put them there and wait for that."""
     from core.history import ChangeContext
     from models_catalog.downloads import put_variant_on_nodes
 
     variant = replica.revision.variant
     node = replica.node
     assert node is not None
-    present = NodeModel.objects.filter(
-        node=node,
-        variant=variant,
-        state=NodeModel.State.PRESENT,
-        commit_sha=variant.model.commit_sha,
-    ).exists()
     if present:
         p.start(replica)
         return

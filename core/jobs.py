@@ -41,6 +41,9 @@ class JobKind(models.TextChoices):
     CACHE_VARIANT = "cache_variant", "Cache variant in the fleet store"
     # Node agent: download a variant from the mirror into the node's data dir.
     DOWNLOAD = "download", "Download to node"
+    # Node agent: quantize a variant (GGUF via llama.cpp, ONNX Runtime int8/int4) into new
+    # evaluated variants, uploaded to the fleet store.
+    QUANTIZE = "quantize", "Quantize"
 
 
 class Job(VersionedModel):

@@ -158,3 +158,8 @@ class NodeModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.variant} on {self.node}"
+
+
+from models_catalog.quantize.models import VariantEvaluation  # noqa: E402
+
+__all__ = ["CatalogModel", "ModelFile", "NodeModel", "StoredBlob", "Variant", "VariantEvaluation"]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_catalog import views, views_downloads
+from models_catalog import views, views_downloads, views_quantize
 
 urlpatterns = [
     path("", views.catalog, name="catalog"),
@@ -11,6 +11,12 @@ urlpatterns = [
     path("<int:pk>/resync/", views.catalog_resync, name="catalog-resync"),
     path("<int:pk>/repin/", views.catalog_repin, name="catalog-repin"),
     path("<int:pk>/delete/", views.catalog_delete, name="catalog-delete"),
+    path("<int:pk>/quantize/", views_quantize.catalog_quantize, name="catalog-quantize"),
+    path(
+        "<int:pk>/variants/comparison/",
+        views_quantize.catalog_quantize_comparison,
+        name="catalog-quantize-comparison",
+    ),
     path("variants/<int:pk>/cache/", views_downloads.variant_cache, name="catalog-variant-cache"),
     path(
         "variants/<int:pk>/put-on-nodes/",

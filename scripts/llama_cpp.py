@@ -4,7 +4,8 @@
 Subcommands (each idempotent; all results are cached and reused):
 
     build      llama.cpp from the ``llama-cpp-python`` sdist on PyPI (it vendors llama.cpp)
-               -> ~/.cache/slm-fleet/llama.cpp-<version>/{bin/, convert_hf_to_gguf.py, ...}
+               -> ~/.cache/slm-fleet/llama.cpp-<version>/{bin/, convert_hf_to_gguf.py, gguf-py/,
+                  conversion/, requirements/} (the tools path of quantize jobs)
     image      Docker image slm-fleet/llama-server:<version> (+ :local): busybox-static,
                /app/llama-server and the shared libraries it needs, ``docker import``-ed
     tiny-gguf  the project's tiny Llama test model as GGUF F16 (+ Q8_0)
@@ -271,6 +272,8 @@ def _build_into(work: Path, version: str, jobs: int, log: Log) -> None:
     shutil.copytree(source / "gguf-py", out / "gguf-py")
     if (source / "conversion").is_dir():  # newer converters import their `conversion` package
         shutil.copytree(source / "conversion", out / "conversion")
+    if (source / "requirements").is_dir():  # what the converter needs (pip install -r)
+        shutil.copytree(source / "requirements", out / "requirements")
     shutil.copy2(source / "LICENSE", out / "LICENSE")
     shutil.copy2(log_file, out / "build.log")
     commit = re.search(r"ggml commit:\s*(\S+)", log_file.read_text(errors="replace"))

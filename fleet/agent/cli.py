@@ -67,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--ca-file", default=None, help="CA bundle to verify the server's TLS certificate"
     )
     parser.add_argument(
+        "--llama-cpp-tools",
+        default=os.environ.get("FLEET_LLAMA_CPP_TOOLS"),
+        help="folder with llama.cpp's tools and convert_hf_to_gguf.py, for quantize jobs "
+        "(or FLEET_LLAMA_CPP_TOOLS; see docs/quantization.md)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser.parse_args(argv)
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.Runtime.server = args.server
     worker.Runtime.ca_file = args.ca_file
     worker.Runtime.docker_url = args.docker_url
+    worker.Runtime.llama_cpp_tools = args.llama_cpp_tools
     app = worker.configure(state)
     heartbeats = Heartbeats(args, state)
 

@@ -32,6 +32,7 @@ class Runtime:
     server: str
     ca_file: str | None = None
     docker_url: str | None = None
+    llama_cpp_tools: str | None = None  # --llama-cpp-tools / FLEET_LLAMA_CPP_TOOLS
 
     _client: ServerClient | None = None
     _driver: DockerDriver | None = None
@@ -122,6 +123,23 @@ def download(job_id: int, arguments: dict[str, Any] | None = None) -> None:
         node_name=state.name if state else "this node",
     )
     log.info("download job %s: %s", job_id, outcome)
+
+
+@app.task(name="fleet.agent.quantize", ignore_result=True)
+def quantize(job_id: int, arguments: dict[str, Any] | None = None) -> None:
+    """A quantize job: fetch the source, run the tools, evaluate, upload, report."""
+    from fleet.agent.quantize import run_job as run_quantize
+
+    state = AgentState.load(Runtime.data_dir)
+    outcome = run_quantize(
+        job_id,
+        Runtime.client(),
+        Runtime.data_dir,
+        Runtime.server,
+        node_name=state.name if state else "this node",
+        tools_path=Runtime.llama_cpp_tools,
+    )
+    log.info("quantize job %s: %s", job_id, outcome)
 
 
 @app.task(name="fleet.agent.delete_model", ignore_result=True)

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from models_catalog.api import views
+from models_catalog.api import quantize, views
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -14,5 +14,16 @@ urlpatterns = [
         "catalog/licence-policy/",
         views.LicencePolicyView.as_view(),
         name="catalog-licence-policy-api",
+    ),
+    path("quantize/", quantize.QuantizeView.as_view(), name="quantize"),
+    path(
+        "quantize/comparison/<int:pk>/",
+        quantize.ComparisonView.as_view(),
+        name="quantize-comparison",
+    ),
+    path(
+        "agent/jobs/<int:pk>/outputs/<str:sha256>/",
+        quantize.AgentOutputView.as_view(),
+        name="agent-job-output",
     ),
 ]

@@ -15,6 +15,8 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from config.routing import websocket_urlpatterns  # noqa: E402
 from fleet.asgi_fastpath import wrap as with_heartbeat_fastpath  # noqa: E402
 from fleet.asgi_reports import wrap as with_replica_reports  # noqa: E402
+from gateway.asgi_embed import lifespan as gateway_lifespan  # noqa: E402
+from gateway.proxy import wrap as with_gateway  # noqa: E402
 from models_catalog.mirror.asgi_fastpath import wrap as with_mirror_fastpath  # noqa: E402
 
 # Everything imported so far lives as long as the process: keep it out of the cyclic
@@ -24,9 +26,12 @@ gc.freeze()
 
 application = ProtocolTypeRouter(
     {
-        "http": with_heartbeat_fastpath(
-            with_replica_reports(with_mirror_fastpath(django_asgi_app))
+        "http": with_gateway(
+            with_metrics_fastpath(
+                with_heartbeat_fastpath(with_replica_reports(with_mirror_fastpath(django_asgi_app)))
+            )
         ),
+        "lifespan": gateway_lifespan,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

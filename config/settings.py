@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "models_catalog",
     "deployments",
     "monitoring",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -265,6 +266,42 @@ FLEET_IMAGE_OLLAMA = env.string("FLEET_IMAGE_OLLAMA", "ollama/ollama:latest")
 # "host": servers bind the replica's address on the host network; "bridge": they run in the
 # container's own network namespace and the engine publishes the port on that address.
 FLEET_CONTAINER_NETWORK = env.choice("FLEET_CONTAINER_NETWORK", "host", ("host", "bridge"))
+
+# --- Prometheus export and alerts (docs/monitoring.md "Prometheus and Grafana") --------------
+# A bearer token for Prometheus' scrapes of /api/v1/metrics and its service discovery (besides
+# personal API tokens of read scope); empty: none.
+FLEET_PROMETHEUS_TOKEN = env.secret("FLEET_PROMETHEUS_TOKEN")
+# Networks (CIDR, comma-separated) whose scrapes need no credential (judged by REMOTE_ADDR).
+FLEET_PROMETHEUS_ALLOWED_NETWORKS = env.networks("FLEET_PROMETHEUS_ALLOWED_NETWORKS")
+# Alert thresholds, exported as fleet_alert_threshold and used by the console's alerts.
+FLEET_ALERT_QUEUE_DEPTH = env.integer("FLEET_ALERT_QUEUE_DEPTH", 100, minimum=1)
+FLEET_ALERT_GPU_MEMORY_PERCENT = env.integer(
+    "FLEET_ALERT_GPU_MEMORY_PERCENT", 95, minimum=1, maximum=100
+)
+FLEET_ALERT_CRASHLOOP_REPLACEMENTS = env.integer("FLEET_ALERT_CRASHLOOP_REPLACEMENTS", 3, minimum=1)
+
+# --- OpenAI-compatible gateway (/v1/, docs/gateway.md) ---------------------------------------
+# Serve /v1/ from the web process (embedded); off when a separate gateway process serves it.
+FLEET_GATEWAY_EMBEDDED = env.boolean("FLEET_GATEWAY_EMBEDDED", True)
+# Largest request body accepted (bytes); larger ones get 413 naming the limit.
+FLEET_GATEWAY_MAX_BODY_BYTES = env.integer(
+    "FLEET_GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024
+)
+# How long opening a connection to a replica may take before another replica is tried (ms).
+FLEET_GATEWAY_CONNECT_TIMEOUT_MS = env.integer("FLEET_GATEWAY_CONNECT_TIMEOUT_MS", 2000, minimum=10)
+# How long a replica may stay silent (before the first byte, or between chunks) (seconds).
+FLEET_GATEWAY_READ_TIMEOUT_SECONDS = env.integer(
+    "FLEET_GATEWAY_READ_TIMEOUT_SECONDS", 300, minimum=1
+)
+# Other replicas tried after a connection error before the first byte.
+FLEET_GATEWAY_RETRIES = env.integer("FLEET_GATEWAY_RETRIES", 2, minimum=0, maximum=10)
+# A failing replica leaves the pool this long, doubling per failed probe up to 60 s.
+FLEET_GATEWAY_EJECT_SECONDS = env.integer("FLEET_GATEWAY_EJECT_SECONDS", 5, minimum=1)
+# How often the in-memory routing table (keys, aliases, replicas) is reloaded (ms); changes to
+# keys and aliases also reach every gateway at once over Redis pub/sub.
+FLEET_GATEWAY_REFRESH_MS = env.integer("FLEET_GATEWAY_REFRESH_MS", 1000, minimum=100)
+# Keep-alive connections per replica.
+FLEET_GATEWAY_POOL_SIZE = env.integer("FLEET_GATEWAY_POOL_SIZE", 100, minimum=1)
 
 # --- Encryption of stored secrets -----------------------------------------------------------
 FLEET_ENCRYPTION_KEYS: list[str] = env.secret_list(

@@ -108,6 +108,22 @@ ensure_chromium() {
     apt_install chromium chromium-driver fonts-dejavu-core
 }
 
+# Debian's prometheus (with promtool): the monitoring tests check the shipped rules and config
+# and start a real Prometheus (by PID, on a free port) against a live test server.
+ensure_prometheus() {
+    [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] && return
+    say "installing Prometheus (for the monitoring tests)"
+    apt_install prometheus
+}
+
+# Debian's wrk: bench/gateway.py's throughput clients (a Python client would spend more CPU a
+# request than the replicas it measures). Benchmarks run after scripts/test has set things up.
+ensure_wrk() {
+    command -v wrk >/dev/null 2>&1 && return
+    say "installing wrk (for bench/gateway.py)"
+    apt_install wrk
+}
+
 # ensure_database URL: create the PostgreSQL database named in URL when it is missing.
 ensure_database() {
     "$PY" - "$1" <<'PYEOF'

@@ -14,6 +14,7 @@ from gateway.api.urls import urlpatterns as gateway_urls
 from models_catalog.api import downloads as download_views
 from models_catalog.api.urls import router as catalog_router
 from models_catalog.api.urls import urlpatterns as catalog_urls
+from monitoring.api.urls import urlpatterns as monitoring_urls
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False

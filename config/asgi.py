@@ -18,6 +18,7 @@ from fleet.asgi_reports import wrap as with_replica_reports  # noqa: E402
 from gateway.asgi_embed import lifespan as gateway_lifespan  # noqa: E402
 from gateway.proxy import wrap as with_gateway  # noqa: E402
 from models_catalog.mirror.asgi_fastpath import wrap as with_mirror_fastpath  # noqa: E402
+from monitoring.asgi_fastpath import wrap as with_metrics_fastpath  # noqa: E402
 
 # Everything imported so far lives as long as the process: keep it out of the cyclic
 # garbage collector's full passes, which otherwise pause heartbeat ingestion for 70-180 ms

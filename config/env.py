@@ -80,6 +80,21 @@ class EnvReader:
             return list(default or [])
         return [item.strip() for item in value.split(",") if item.strip()]
 
+    def networks(self, name: str) -> list[str]:
+        """Comma-separated IP networks in CIDR notation (a bare address is a /32 or /128)."""
+        import ipaddress
+
+        found = []
+        for item in self.strings(name):
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"{name}: {item!r} is not an IP network; use CIDR notation such as "
+                    "10.0.0.0/8 or 127.0.0.1/32, comma-separated."
+                ) from None
+        return found
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self._raw(name)
         if value is None:

@@ -179,6 +179,16 @@ def _port_range(name: str, default: str) -> tuple[int, int]:
 
 # Host ports given to replicas whose spec names no port (host networking: unique per node).
 FLEET_REPLICA_PORT_RANGE = _port_range("FLEET_REPLICA_PORT_RANGE", "20000-29999")
+# --- Monitoring (metric samples; docs/monitoring.md) ---------------------------------------
+# Raw samples are kept this long, 1-minute rollups this long (partitions dropped after).
+FLEET_METRICS_RAW_RETENTION_HOURS = env.integer("FLEET_METRICS_RAW_RETENTION_HOURS", 24, minimum=1)
+FLEET_METRICS_ROLLUP_RETENTION_DAYS = env.integer(
+    "FLEET_METRICS_ROLLUP_RETENTION_DAYS", 30, minimum=1
+)
+# Largest metrics batch accepted from an agent (bytes; a flush after an outage is large).
+FLEET_METRICS_MAX_BYTES = env.integer("FLEET_METRICS_MAX_BYTES", 2 * 1024 * 1024, minimum=65536)
+# Samples further in the future than this (agent clock ahead) are refused.
+FLEET_METRICS_MAX_FUTURE_SECONDS = env.integer("FLEET_METRICS_MAX_FUTURE_SECONDS", 300, minimum=5)
 
 CELERY_BEAT_SCHEDULE = {
     "clear-expired-sessions": {
@@ -201,6 +211,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "deployments.tasks.reconcile_all",
         "schedule": float(FLEET_RECONCILE_SECONDS),
         "options": {"expires": float(FLEET_RECONCILE_SECONDS)},
+    },
+    # Metric samples: 1-minute rollups, partitions ahead, retention (monitoring/tasks.py).
+    "monitoring-rollups": {
+        "task": "monitoring.tasks.roll_up",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    "monitoring-retention": {
+        "task": "monitoring.tasks.maintain_partitions",
+        "schedule": 600.0,
+        "options": {"expires": 600.0},
     },
 }
 if REDIS_URL:
@@ -438,7 +459,8 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env.boolean("FLEET_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # Probes, and Prometheus scraping the web service by name inside the compose network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^api/v1/prometheus/"]
     SECURE_HSTS_SECONDS = env.integer("FLEET_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True

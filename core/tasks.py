@@ -3,6 +3,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.core.management import call_command
 
+from monitoring.prometheus.durations import timed
+
 
 @shared_task(name="core.tasks.clear_expired_sessions")
 def clear_expired_sessions() -> None:
@@ -10,6 +12,7 @@ def clear_expired_sessions() -> None:
 
 
 @shared_task(name="core.tasks.reconcile_jobs", ignore_result=True)
+@timed("jobs")
 def reconcile_jobs() -> None:
     """Re-queue jobs whose lease ran out and re-send queued jobs whose message may be lost."""
     from core import job_services

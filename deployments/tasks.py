@@ -8,11 +8,13 @@ import time
 from celery import shared_task
 
 from deployments import reconcile_hooks, reconciler
+from monitoring.prometheus.durations import timed  # also times every task (Celery signals)
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="deployments.tasks.reconcile_deployment", ignore_result=True)
+@timed("deployment")
 def reconcile_deployment(deployment_id: int, sent_at: float | None = None) -> None:
     if sent_at:  # how long the nudge waited (broker and worker queueing)
         waited_ms = (time.time() - sent_at) * 1000
@@ -22,5 +24,6 @@ def reconcile_deployment(deployment_id: int, sent_at: float | None = None) -> No
 
 
 @shared_task(name="deployments.tasks.reconcile_all", ignore_result=True)
+@timed("all")
 def reconcile_all() -> None:
     reconciler.reconcile_all()

@@ -39,6 +39,9 @@ SELF_AUTHENTICATING = {
 # Routes under /api/ that are pages for people (sign-in redirect, not a 401).
 PAGES_UNDER_API = {"api-docs"}
 
+# Routes outside /api/ that are for machines: they answer 401/403 themselves.
+MACHINE_ROUTES = {"metrics": "Prometheus scrapes /metrics by convention"}
+
 _ROUTE_PARAM = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
 _REGEX_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?:[^()\\]|\\.)*\)")
 SAMPLE_UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -55,7 +58,7 @@ class Route:
     def is_api(self) -> bool:
         """API routes (and the model mirror, which speaks the Hub's API) answer 401/403
         themselves; everything else is a page."""
-        api = self.url.startswith(("/api/", "/hub/"))
+        api = self.url.startswith(("/api/", "/hub/")) or self.name in MACHINE_ROUTES
         return api and self.name not in PAGES_UNDER_API
 
 

@@ -112,6 +112,15 @@ class RuntimeAdapter:
         """The context the runtime will allocate (for footprint and placement)."""
         raise NotImplementedError
 
+    def metrics_path_for(self, args: dict[str, Any]) -> str | None:
+        """The HTTP path of a replica's Prometheus metrics, or None if the runtime has none.
+
+        The adapter's ``metrics_path``, unless its (validated) arguments name one (only
+        adapters whose schema accepts ``metrics_path``, such as the custom image, can).
+        """
+        path = args.get("metrics_path") or getattr(self, "metrics_path", None)
+        return str(path) if path else None
+
     def container_spec(self, ctx: ReplicaContext) -> ContainerSpec:
         raise NotImplementedError
 
@@ -164,3 +173,27 @@ def base_labels(ctx: ReplicaContext) -> dict[str, str]:
 
 def container_name(ctx: ReplicaContext) -> str:
     return f"fleet-{ctx.deployment}-r{ctx.revision}-s{ctx.slot}-{ctx.replica_id}"
+
+
+# --- Metrics normalisation (docs/monitoring.md) ------------------------------------------------
+# The agent cannot import the adapters (no Django there), so each replica's container carries
+# its runtime's normalisation table in this label, with the port and path to scrape:
+# {"port": 20001, "path": "/metrics", "table": {fleet series: rule}}. A rule is
+# ["gauge", metric], ["rate", counter] (per second over the collection interval) or
+# ["ratio", counter_a, counter_b] (change of a over change of b: mean seconds per token, a
+# histogram's _sum over _count). Metrics absent from a scrape are skipped, never zero.
+LABEL_METRICS = "fleet.metrics"
+MetricsTable = dict[str, list[str]]
+
+
+def with_metrics(spec: ContainerSpec, port: int, table: MetricsTable) -> ContainerSpec:
+    """``spec`` with the metrics label, when it has a metrics path (else unchanged)."""
+    if spec.metrics_path:
+        import json
+
+        spec.labels[LABEL_METRICS] = json.dumps(
+            {"port": port, "path": spec.metrics_path, "table": table},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    return spec

@@ -29,6 +29,7 @@ from deployments.runtimes.base import (
     ContainerSpec,
     ModelInfo,
     ReplicaContext,
+    with_metrics,
 )
 from deployments.runtimes.policy import hardened_spec, listen_address
 
@@ -181,6 +182,15 @@ SCHEMA = ArgSchema(
     },
 )
 
+# A custom image with a metrics_path is read with the names of the ONNX Runtime example in
+# docs/runtimes.md (onnx_*); other names are not normalised (docs/monitoring.md).
+METRICS_TABLE = {
+    "requests_running": ["gauge", "onnx_requests_processing"],
+    "requests_waiting": ["gauge", "onnx_requests_waiting"],
+    "prompt_tokens_per_s": ["rate", "onnx_prompt_tokens_total"],
+    "generated_tokens_per_s": ["rate", "onnx_generated_tokens_total"],
+}
+
 
 class CustomImageAdapter(SchemaAdapter):
     name = "custom"
@@ -244,7 +254,7 @@ class CustomImageAdapter(SchemaAdapter):
         tmpfs = {"/tmp": "rw,size=256m"}  # noqa: S108
         for path in args.get("writable_paths", []):
             tmpfs[path] = "rw,size=256m"
-        return hardened_spec(
+        spec = hardened_spec(
             ctx,
             runtime=self.name,
             image=args["image"],
@@ -257,3 +267,4 @@ class CustomImageAdapter(SchemaAdapter):
             shm_size=args.get("shm_size"),
             user=args.get("user"),
         )
+        return with_metrics(spec, ctx.port, METRICS_TABLE)

@@ -23,6 +23,7 @@ from deployments.runtimes.base import (
     ContainerSpec,
     ModelInfo,
     ReplicaContext,
+    with_metrics,
 )
 from deployments.runtimes.policy import hardened_spec, listen_address
 
@@ -46,6 +47,21 @@ METRICS = (
     "llamacpp:requests_deferred",
     "llamacpp:n_tokens_max",
 )
+
+# The fleet's series from llama-server's metrics (docs/monitoring.md). It exposes no time to
+# first token; its counters move when a request finishes.
+METRICS_TABLE = {
+    "requests_running": ["gauge", "llamacpp:requests_processing"],
+    "requests_waiting": ["gauge", "llamacpp:requests_deferred"],
+    "prompt_tokens_per_s": ["rate", "llamacpp:prompt_tokens_total"],
+    "generated_tokens_per_s": ["rate", "llamacpp:tokens_predicted_total"],
+    "time_per_token_s": [
+        "ratio",
+        "llamacpp:tokens_predicted_seconds_total",
+        "llamacpp:tokens_predicted_total",
+    ],
+    "kv_cache_usage": ["gauge", "llamacpp:kv_cache_usage_ratio"],  # builds before mid-2025
+}
 
 _FILE_ARG = "loads another file from a path; the platform only mounts the variant's files"
 _PLATFORM_MODEL = "the platform serves the variant's GGUF from the node's hub cache"
@@ -306,7 +322,7 @@ class LlamaCppAdapter(SchemaAdapter):
         gpus = int(ctx.resources.get("gpus") or 0)
         if gpu_layers > 0:
             gpus = max(gpus, 1)
-        return hardened_spec(
+        spec = hardened_spec(
             ctx,
             runtime=self.name,
             image=ctx.image or self.default_image(),
@@ -317,3 +333,4 @@ class LlamaCppAdapter(SchemaAdapter):
             metrics_path=self.metrics_path,
             gpus=gpus,
         )
+        return with_metrics(spec, ctx.port, METRICS_TABLE)

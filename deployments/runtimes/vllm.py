@@ -20,7 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from deployments.runtimes.args import Arg, ArgSchema, SchemaAdapter
-from deployments.runtimes.base import MODEL_MOUNT, ContainerSpec, ModelInfo, ReplicaContext
+from deployments.runtimes.base import (
+    MODEL_MOUNT,
+    ContainerSpec,
+    ModelInfo,
+    ReplicaContext,
+    with_metrics,
+)
 from deployments.runtimes.policy import hardened_spec, listen_address
 
 IMAGE = "vllm/vllm-openai:latest"
@@ -64,6 +70,25 @@ METRICS = (
     "vllm:request_prompt_tokens",
     "vllm:request_generation_tokens",
 )
+
+# The fleet's series from vLLM's metrics (docs/monitoring.md); histograms as _sum / _count.
+METRICS_TABLE = {
+    "requests_running": ["gauge", "vllm:num_requests_running"],
+    "requests_waiting": ["gauge", "vllm:num_requests_waiting"],
+    "prompt_tokens_per_s": ["rate", "vllm:prompt_tokens_total"],
+    "generated_tokens_per_s": ["rate", "vllm:generation_tokens_total"],
+    "time_to_first_token_s": [
+        "ratio",
+        "vllm:time_to_first_token_seconds_sum",
+        "vllm:time_to_first_token_seconds_count",
+    ],
+    "time_per_token_s": [
+        "ratio",
+        "vllm:inter_token_latency_seconds_sum",
+        "vllm:inter_token_latency_seconds_count",
+    ],
+    "kv_cache_usage": ["gauge", "vllm:kv_cache_usage_perc"],  # a fraction, 0 to 1
+}
 
 _PATH = "reads a path; the platform mounts only the variant's files"
 _PLATFORM = "set by the platform"
@@ -235,7 +260,7 @@ class VllmAdapter(SchemaAdapter):
             str(tensor_parallel),
         ]
         command += SCHEMA.cli(args, only=_EXTRAS)
-        return hardened_spec(
+        spec = hardened_spec(
             ctx,
             runtime=self.name,
             image=ctx.image or self.default_image(),
@@ -248,3 +273,4 @@ class VllmAdapter(SchemaAdapter):
             shm_size=int(args.get("shm_size") or DEFAULT_SHM_SIZE),
             gpus=tensor_parallel,
         )
+        return with_metrics(spec, ctx.port, METRICS_TABLE)

@@ -25,6 +25,7 @@ from fleet.agent import worker
 from fleet.agent.client import ServerClient, ServerRefused, ServerUnreachable, backoff_delay
 from fleet.agent.docker_driver import DockerDriver
 from fleet.agent.inventory import collect_inventory
+from fleet.agent.metrics.collector import Collector, MetricsLoop
 from fleet.agent.state import AgentState
 from fleet.agent.version import AGENT_VERSION
 
@@ -62,6 +63,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--docker-url", default=None, help="Docker engine URL (default: from the environment)"
+    )
+    parser.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=float(os.environ.get("FLEET_AGENT_METRICS_INTERVAL", "5")),
+        help="seconds between metric rounds (default 5; 0 turns metrics off)",
+    )
+    parser.add_argument(
+        "--metrics-buffer-rounds",
+        type=int,
+        default=720,
+        help="metric rounds kept while the control plane is unreachable (default 720)",
     )
     parser.add_argument(
         "--ca-file", default=None, help="CA bundle to verify the server's TLS certificate"
@@ -180,6 +193,22 @@ class Heartbeats(threading.Thread):
         os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the Celery worker
 
 
+def metrics_loop(args: argparse.Namespace, state: AgentState) -> MetricsLoop | None:
+    """The metrics thread (fleet.agent.metrics), or None with --metrics-interval 0."""
+    if args.metrics_interval <= 0:
+        log.info("metrics collection is off (--metrics-interval 0)")
+        return None
+    collector = Collector(
+        server=args.server,
+        data_dir=args.data_dir,
+        node_id=str(state.node_id),
+        ca_file=args.ca_file,
+        docker_url=args.docker_url,
+        buffer_rounds=args.metrics_buffer_rounds,
+    )
+    return MetricsLoop(collector, interval=args.metrics_interval)
+
+
 def check_addresses(environ: Mapping[str, str]) -> None:
     """Refuse to start with an address the control plane would refuse in every heartbeat."""
     for name in ("FLEET_AGENT_ADDRESS", "FLEET_AGENT_REPLICA_BIND"):
@@ -225,10 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     worker.Runtime.llama_cpp_tools = args.llama_cpp_tools
     app = worker.configure(state)
     heartbeats = Heartbeats(args, state)
+    metrics = metrics_loop(args, state)
 
     @worker_ready.connect(weak=False)
     def start_heartbeats(**_: Any) -> None:  # after the pool has forked its child
         heartbeats.start()
+        if metrics is not None:
+            metrics.start()
 
     log.info("node %s (id %s) consuming queue %s", state.name, state.node_id, state.queue)
     celery_worker = app.Worker(
@@ -243,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     celery_worker.start()
     heartbeats.stopping.set()
+    if metrics is not None:
+        metrics.stopping.set()
     if heartbeats.exit_message:
         print(f"fleet_agent: {heartbeats.exit_message}", file=sys.stderr)
         return EXIT_REFUSED

@@ -89,6 +89,10 @@ class ServerClient:
         """A replica's state as this node sees it (starting, healthy, failed, stopped)."""
         return self._post(f"/api/v1/agent/replicas/{replica_id}/status/", body)
 
+    def send_metrics(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch of metric rounds (fleet.agent.metrics); the answer counts what was stored."""
+        return self._post("/api/v1/agent/metrics/", batch)
+
     def release_jobs(self) -> dict[str, Any]:
         """After a restart: hand back the jobs this node held so they are sent again now."""
         return self._post("/api/v1/agent/jobs/release/", {})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from deployments.runtimes import get_adapter
+from deployments.runtimes import custom, get_adapter
 from deployments.runtimes.base import ArgumentError
 from deployments.runtimes.policy import hardening_violations
 from tests.deployments import EXPECTED_LABELS, GIB, ONNX_MODEL, make_context
@@ -45,6 +47,8 @@ def test_onnx_example_spec_in_detail():
         "FLEET_MODEL_NAME": "tiny-chat",
         "FLEET_HOST": "127.0.0.1",
     }
+    metrics = json.loads(spec.labels.pop("fleet.metrics"))  # what the agent scrapes, and how
+    assert metrics == {"port": 18080, "path": "/metrics", "table": custom.METRICS_TABLE}
     assert spec.labels == {**EXPECTED_LABELS, "fleet.runtime": "custom"}
     assert spec.mounts == [{"source": "model", "target": "/models", "read_only": True}]
     assert spec.read_only_rootfs is True

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 
-from deployments.runtimes import get_adapter
+from deployments.runtimes import get_adapter, llamacpp
 from deployments.runtimes.base import ArgumentError
 from deployments.runtimes.policy import hardening_violations
 from tests.deployments import (
@@ -44,6 +45,8 @@ def test_default_spec_in_detail():
         "tiny-chat",
     ]
     assert spec.name == "fleet-tiny-chat-r3-s1-42"
+    metrics = json.loads(spec.labels.pop("fleet.metrics"))  # what the agent scrapes, and how
+    assert metrics == {"port": 18080, "path": "/metrics", "table": llamacpp.METRICS_TABLE}
     assert spec.labels == {**EXPECTED_LABELS, "fleet.runtime": "llamacpp"}
     assert spec.mounts == [{"source": "model", "target": "/models", "read_only": True}]
     assert spec.environment == {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 
-from deployments.runtimes import get_adapter
+from deployments.runtimes import get_adapter, vllm
 from deployments.runtimes.base import ArgumentError
 from deployments.runtimes.policy import hardening_violations
 from tests.deployments import EXPECTED_LABELS, GIB, SAFETENSORS_MODEL, make_context
@@ -48,6 +49,8 @@ def test_default_spec_in_detail():
         "DO_NOT_TRACK": "1",
     }
     assert not any("TOKEN" in key for key in spec.environment)
+    metrics = json.loads(spec.labels.pop("fleet.metrics"))  # what the agent scrapes, and how
+    assert metrics == {"port": 18080, "path": "/metrics", "table": vllm.METRICS_TABLE}
     assert spec.labels == {**EXPECTED_LABELS, "fleet.runtime": "vllm"}
     assert spec.mounts == [{"source": "model", "target": "/models", "read_only": True}]
     assert spec.shm_size == 2 * GIB

@@ -11,6 +11,8 @@ NAVIGATION = [
     ("nodes", "Nodes"),
     ("jobs", "Jobs"),
     ("deployments", "Deployments"),
+    ("gateway", "Gateway"),
+    ("alerts", "Alerts"),
     ("history", "History"),
     ("settings", "Settings"),
 ]

@@ -17,6 +17,8 @@ NAV = [
     ("nodes", "Nodes", "/nodes/"),
     ("jobs", "Jobs", "/jobs/"),
     ("deployments", "Deployments", "/deployments/"),
+    ("gateway", "Gateway", "/gateway/"),
+    ("alerts", "Alerts", "/alerts/"),
     ("history", "History", "/history/"),
     ("settings", "Settings", "/settings/tokens/"),
 ]

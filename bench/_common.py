@@ -34,6 +34,20 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STARTED = time.monotonic()
 
 
+def llama_cpp_script() -> Any:
+    """scripts/llama_cpp.py as a module (build, image, tiny_gguf; all cached)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "slm_fleet_llama_cpp_script", ROOT / "scripts" / "llama_cpp.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def log(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 

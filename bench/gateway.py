@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import shutil
 import socket
@@ -74,6 +73,7 @@ from _common import (  # noqa: E402
     answers,
     exit_on_sigterm,
     free_port,
+    llama_cpp_script,
     log,
     percentile,
     production_env,
@@ -91,17 +91,6 @@ TARGETS = {
 }
 CLIENTS = 32
 BODY = {"model": "bench", "prompt": "Hello", "max_tokens": 4, "temperature": 0}
-
-
-def _llama_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "slm_fleet_llama_cpp_script", ROOT / "scripts" / "llama_cpp.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def wrk_script(body: dict[str, Any]) -> str:
@@ -173,7 +162,7 @@ class Bench(ControlPlaneBench):
 
         from tests.hubserver import tinymodel
 
-        script = _llama_script()
+        script = llama_cpp_script()
         script.build(log=log)
         image = script.image(log=log)
         gguf = script.tiny_gguf(tinymodel.tiny_llama(), log=log)["F16"]

@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     create_database,
     drop_database,
     free_port,
+    llama_cpp_script,
     log,
     migrate_and_flush,
     production_env,
@@ -66,19 +67,6 @@ REDIS_URL = "redis://127.0.0.1:6379/11"
 TARGETS = {"ratio": 1.2}
 REPO_ID = "bench/llama-100m"
 AGENT_NAME = "bench-quantize"
-
-
-def _llama_script() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "slm_fleet_llama_cpp_script", ROOT / "scripts" / "llama_cpp.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Bench:
@@ -105,7 +93,7 @@ class Bench:
         from tests.hubserver.server import run_in_thread
         from tests.quantize.models import bench_llama
 
-        self.tools = _llama_script().build(log=log)
+        self.tools = llama_cpp_script().build(log=log)
         model_dir = bench_llama()
         files: dict[str, bytes | Path] = {p.name: p for p in model_dir.iterdir() if p.is_file()}
         files["README.md"] = b"---\nlicense: apache-2.0\n---\n# bench model\n"

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -61,6 +60,7 @@ from _common import (  # noqa: E402
     create_database,
     drop_database,
     free_port,
+    llama_cpp_script,
     log,
     migrate_and_flush,
     percentile,
@@ -73,17 +73,6 @@ from _download_support import REDIS_URL  # noqa: E402
 TARGETS = {"overhead_p50_ms": 500.0, "ratio_p50": 1.3}
 REPO_ID = "bench/tiny-llama-gguf"
 AGENT_NAME = "bench-rollout"
-
-
-def _llama_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "slm_fleet_llama_cpp_script", ROOT / "scripts" / "llama_cpp.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class LiveNotices:
@@ -189,7 +178,7 @@ class Bench:
         from tests.hubserver.repos import add_repo
         from tests.hubserver.server import run_in_thread
 
-        script = _llama_script()
+        script = llama_cpp_script()
         script.build(log=log)
         self.image = script.image(log=log)
         gguf = script.tiny_gguf(tinymodel.tiny_llama(), log=log)["F16"]

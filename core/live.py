@@ -116,34 +116,9 @@ class _Publisher:
 
         loop.run_until_complete(drain())
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is sent (tests, shutdown); False on timeout."""
-        with self._lock:
-            loop, queue = self._loop, self._queue
-            if loop is None or queue is None or self._pid != os.getpid():
-                return True
-        done = threading.Event()
-
-        async def mark() -> None:
-            await queue.put((_FlushMarker(done), "", {"type": "", "payload": {}}))
-
-        asyncio.run_coroutine_threadsafe(mark(), loop)
-        return done.wait(timeout)
-
-
-class _FlushMarker:
-    """Queued by :meth:`_Publisher.flush`: its ``group_send`` marks everything before sent."""
-
-    def __init__(self, done: threading.Event) -> None:
-        self.done = done
-
-    async def group_send(self, group: str, message: Any) -> None:
-        self.done.set()
-
 
 QUEUE_LIMIT = 10_000
 _publisher = _Publisher()
-flush = _publisher.flush
 
 
 def history_event_recorded(event_id: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets as pysecrets
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
@@ -47,15 +47,47 @@ class User(AbstractUser, VersionedModel):
         return self.has_role(Role.ADMIN)
 
 
-class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
-    def usable(self) -> ApiTokenQuerySet:
+_K = TypeVar("_K", bound=models.Model)
+
+
+class BearerKeyQuerySet(models.QuerySet[_K]):
+    def usable(self) -> Self:
+        """Neither revoked nor expired."""
         now = timezone.now()
         return self.filter(revoked_at__isnull=True).filter(
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
 
 
-class ApiToken(VersionedModel):
+class BearerKey:
+    """What personal API tokens and the gateway's access keys share: a prefixed random key of
+    which only the SHA-256 is stored, an optional expiry and a revocation time."""
+
+    KEY_PREFIX: ClassVar[str]
+    expires_at: Any
+    revoked_at: Any
+
+    @classmethod
+    def generate_key(cls) -> str:
+        return cls.KEY_PREFIX + pysecrets.token_urlsafe(32)
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    def get_status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiTokenQuerySet(BearerKeyQuerySet["ApiToken"]):
+    pass
+
+
+class ApiToken(BearerKey, VersionedModel):
     """A personal API token. Only its SHA-256 is stored; the key is shown once."""
 
     KEY_PREFIX = "slmf_"
@@ -84,21 +116,6 @@ class ApiToken(VersionedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key_prefix}…)"
-
-    @classmethod
-    def generate_key(cls) -> str:
-        return cls.KEY_PREFIX + pysecrets.token_urlsafe(32)
-
-    @staticmethod
-    def hash_key(key: str) -> str:
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-    def get_status(self) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
 
     @property
     def is_usable(self) -> bool:

@@ -9,15 +9,14 @@ queries (see fleet.heartbeats). Each request is answered after its batch is comm
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.db import close_old_connections
 from django.utils import timezone
 
+from fleet.asgi_agent import bearer, headers_of, read_body, request_id, respond
 from fleet.heartbeats import HeartbeatResult, HeartbeatRow, ingest_batch, prepare
 
 log = logging.getLogger(__name__)
@@ -78,62 +77,22 @@ def batcher() -> Batcher:
     return _batchers[loop_id]
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The body, cut to ``limit + 1`` bytes: a longer one still reads as too large (413)."""
-    chunks: list[bytes] = []
-    kept = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        if kept <= limit:
-            piece = chunk[: limit + 1 - kept]
-            chunks.append(piece)
-            kept += len(piece)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _respond(send: Any, result: HeartbeatResult, request_id: str) -> None:
-    body = json.dumps(result.body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    if result.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="agent"'))
-    await send({"type": "http.response.start", "status": result.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     from django.conf import settings
 
     received_at = timezone.now()
-    headers = dict(scope.get("headers") or [])
-    request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+    headers = headers_of(scope)
+    rid = request_id(headers)
     if scope["method"] != "POST":
-        await _respond(
-            send,
-            HeartbeatResult(405, {"detail": "Use POST.", "code": "method_not_allowed"}),
-            request_id,
-        )
+        await respond(send, 405, {"detail": "Use POST.", "code": "method_not_allowed"}, rid)
         return
-    body = await _read_body(receive, settings.FLEET_HEARTBEAT_MAX_BYTES)
+    body = await read_body(receive, settings.FLEET_HEARTBEAT_MAX_BYTES)
     if body is None:
         return
-    authorization = headers.get(b"authorization", b"").decode("latin-1").split()
-    credential = (
-        authorization[1]
-        if len(authorization) == 2 and authorization[0].lower() == "bearer"
-        else None
-    )
-    prepared = prepare(credential, body, received_at, request_id)
+    credential = bearer(headers)
+    prepared = prepare(credential, body, received_at, rid)
     if isinstance(prepared, HeartbeatResult):
-        await _respond(send, prepared, request_id)
+        await respond(send, prepared.status, prepared.body, rid)
         return
     try:
         result = await batcher().submit(prepared)
@@ -145,7 +104,7 @@ async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "code": "unavailable",
             },
         )
-    await _respond(send, result, request_id)
+    await respond(send, result.status, result.body, rid)
 
 
 def wrap(django_app: Any) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +21,7 @@ from django.db import close_old_connections
 from rest_framework import exceptions
 
 from core.api.exceptions import exception_handler
+from fleet.asgi_agent import bearer, headers_of, read_body, request_id, respond
 from fleet.models import NODE_CREDENTIAL_PREFIX
 
 PATH = re.compile(r"^/api/v1/agent/replicas/(\d{1,18})/status/$")
@@ -70,61 +70,25 @@ def _apply(credential: str | None, replica_id: int, body: bytes) -> Answer:
         close_old_connections()
 
 
-async def _read_body(receive: Any) -> tuple[bytes, bool] | None:
-    """(the body, whether it was over the limit); None when the client left."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), size > MAX_BODY_BYTES
-
-
-async def _respond(send: Any, status: int, body: dict[str, Any], request_id: str) -> None:
-    raw = json.dumps(body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(raw)).encode()),
-        (b"x-request-id", request_id.encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="agent"'))
-    if status == 405:
-        headers.append((b"allow", b"POST"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
-
-
 async def handle(scope: dict[str, Any], receive: Any, send: Any, replica_id: int) -> None:
-    headers = dict(scope.get("headers") or [])
-    request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+    headers = headers_of(scope)
+    rid = request_id(headers)
     if scope["method"] != "POST":
-        await _respond(send, *_error(exceptions.MethodNotAllowed(scope["method"])), request_id)
+        status, answer = _error(exceptions.MethodNotAllowed(scope["method"]))
+        await respond(send, status, answer, rid, [(b"allow", b"POST")])
         return
-    read = await _read_body(receive)
-    if read is None:
+    body = await read_body(receive, MAX_BODY_BYTES)
+    if body is None:
         return
-    body, too_large = read
-    if too_large:
+    if len(body) > MAX_BODY_BYTES:
         detail = f"A replica report is at most {MAX_BODY_BYTES} bytes."
-        await _respond(send, 413, {"detail": detail, "code": "too_large"}, request_id)
+        await respond(send, 413, {"detail": detail, "code": "too_large"}, rid)
         return
-    authorization = headers.get(b"authorization", b"").decode("latin-1").split()
-    credential = (
-        authorization[1]
-        if len(authorization) == 2 and authorization[0].lower() == "bearer"
-        else None
-    )
     loop = asyncio.get_running_loop()
-    status, answer = await loop.run_in_executor(_executor, _apply, credential, replica_id, body)
-    await _respond(send, status, answer, request_id)
+    status, answer = await loop.run_in_executor(
+        _executor, _apply, bearer(headers), replica_id, body
+    )
+    await respond(send, status, answer, rid)
 
 
 def wrap(django_app: Any) -> Any:

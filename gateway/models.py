@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets as pysecrets
 from typing import Any
 
 from django.conf import settings
@@ -11,18 +9,14 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
-from core.models import VersionedModel
+from core.models import BearerKey, BearerKeyQuerySet, VersionedModel
 
 
-class AccessKeyQuerySet(models.QuerySet["AccessKey"]):
-    def usable(self) -> AccessKeyQuerySet:
-        now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
-        )
+class AccessKeyQuerySet(BearerKeyQuerySet["AccessKey"]):
+    pass
 
 
-class AccessKey(VersionedModel):
+class AccessKey(BearerKey, VersionedModel):
     """An application's key for the gateway. Only its SHA-256 is stored; shown once."""
 
     KEY_PREFIX = "slmk_"
@@ -58,21 +52,6 @@ class AccessKey(VersionedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key_prefix}…)"
-
-    @classmethod
-    def generate_key(cls) -> str:
-        return cls.KEY_PREFIX + pysecrets.token_urlsafe(32)
-
-    @staticmethod
-    def hash_key(key: str) -> str:
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-    def get_status(self) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
 
     def may_use(self, model: str) -> bool:
         return self.all_models or model in (self.allowed_models or [])

@@ -10,12 +10,11 @@ loop (``monitoring.live``), and each request is answered.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from fleet.asgi_agent import bearer, headers_of, read_body, request_id, respond
 from monitoring.receive import Answer, receive_many
 
 log = logging.getLogger(__name__)
@@ -73,57 +72,19 @@ def batcher() -> Batcher:
     return _batchers[loop_id]
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The body, cut to ``limit + 1`` bytes (a longer one still reads as too large)."""
-    chunks: list[bytes] = []
-    kept = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        if kept <= limit:
-            piece = chunk[: limit + 1 - kept]
-            chunks.append(piece)
-            kept += len(piece)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _respond(send: Any, answer: Answer, request_id: str) -> None:
-    body = json.dumps(answer.body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    if answer.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="agent"'))
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     from django.conf import settings
 
-    headers = dict(scope.get("headers") or [])
-    request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+    headers = headers_of(scope)
+    rid = request_id(headers)
     if scope["method"] != "POST":
-        answer = Answer(405, {"detail": "Use POST.", "code": "method_not_allowed"})
-        await _respond(send, answer, request_id)
+        await respond(send, 405, {"detail": "Use POST.", "code": "method_not_allowed"}, rid)
         return
-    body = await _read_body(receive, settings.FLEET_METRICS_MAX_BYTES)
+    body = await read_body(receive, settings.FLEET_METRICS_MAX_BYTES)
     if body is None:
         return
-    authorization = headers.get(b"authorization", b"").decode("latin-1").split()
-    credential = (
-        authorization[1]
-        if len(authorization) == 2 and authorization[0].lower() == "bearer"
-        else None
-    )
-    answer = await batcher().submit(credential, body)
-    await _respond(send, answer, request_id)
+    answer = await batcher().submit(bearer(headers), body)
+    await respond(send, answer.status, answer.body, rid)
 
 
 def wrap(app: Any) -> Any:

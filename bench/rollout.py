@@ -27,7 +27,8 @@ bench learns of it like the console, on the ``deployments`` live group (Redis pu
 notice about the round's deployment triggers one look at its replica rows, with a look every
 ``--poll-ms`` (20) as well, in case a notice is late or lost. (Polling the database every 5 ms,
 as this bench did before, took CPU from the very processes being timed on a small machine.)
-``observed`` minus ``healthy_applied`` in the phases is what observing adds.
+``observed`` minus ``healthy_applied`` in the phases is what observing adds. API calls go over
+one kept-alive connection, as a client that manages deployments keeps one.
 
 The last line of output is one JSON object with the figures (``rounds``, ``fleet_p50_ms``,
 ``fleet_p99_ms``, ``raw_p50_ms``, ``overhead_p50_ms``, ``ratio_p50``, ...). Targets: median
@@ -155,6 +156,7 @@ class Bench:
         self.phases: list[dict[str, float]] = []
         self.raw_run: list[float] = []
         self.notices: LiveNotices | None = None
+        self.session: Any = None
 
     # --- setup ---
     def env(self, hub_url: str) -> dict[str, str]:
@@ -273,7 +275,9 @@ class Bench:
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         import requests
 
-        answer = requests.request(
+        if self.session is None:  # one keep-alive connection, as any API client keeps
+            self.session = requests.Session()
+        answer = self.session.request(
             method,
             f"http://127.0.0.1:{self.port}{path}",
             json=body,
@@ -445,6 +449,8 @@ class Bench:
     def cleanup(self) -> None:
         if self.notices is not None:
             self.notices.stop()
+        if self.session is not None:
+            self.session.close()
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
                 proc.stop()

@@ -153,7 +153,7 @@ def record(
         reason=ctx.reason,
         request_id=ctx.request_id[:64],
     )
-    transaction.on_commit(lambda: _publish(event.pk))
+    transaction.on_commit(lambda: _publish(event))
     return event
 
 
@@ -192,17 +192,17 @@ def record_many(
         ]
     )
     if len(events) <= LIVE_PUBLISH_LIMIT:
-        ids = [event.pk for event in events if event.pk is not None]
+        saved = [event for event in events if event.pk is not None]
 
         def publish_all() -> None:
-            for pk in ids:
-                _publish(pk)
+            for event in saved:
+                _publish(event)
 
         transaction.on_commit(publish_all)
     return events
 
 
-def _publish(event_id: int) -> None:
+def _publish(event: HistoryEvent) -> None:
     from core import live
 
-    live.history_event_recorded(event_id)
+    live.history_event_recorded(event)

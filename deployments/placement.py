@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
+from django.db.models import prefetch_related_objects
 
 from deployments.choices import PlacementStrategy, ReplicaState
 from deployments.models import DeploymentRevision, Replica
@@ -82,6 +83,7 @@ def model_info(variant: Variant, name: str = "") -> ModelInfo:
     """
     info: ModelInfo | None = getattr(variant, "_fleet_model_info", None)
     if info is None:
+        prefetch_related_objects([variant], "files")  # the weights' size reads them too
         paths = sorted(f.path for f in variant.files.all())
         ggufs = [p for p in paths if p.endswith(".gguf")]
         info = ModelInfo(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,9 @@ NODE_SWEEP_LOCK = 0  # objid of the node-level sweep
 OBSERVATION_MARGIN_S = 2.0  # an inventory must be this much newer than a start to judge it
 REPORTED_STATES = ("starting", "healthy", "failed", "stopped")
 SYSTEM = ChangeContext.system("reconciler")
+# The clock of a pass given no ``now`` (the one a change's own transaction runs, too); tests
+# that drive the fleet on a simulated clock set it to theirs.
+clock: Callable[[], datetime] = timezone.now
 
 
 # --- Locking -------------------------------------------------------------------------------
@@ -71,7 +75,7 @@ def reconcile_deployment(deployment_id: int, *, now: datetime | None = None) -> 
         )
         if deployment is None:
             return True
-        p = Pass(deployment, now or timezone.now())
+        p = Pass(deployment, now or clock())
         messages: list[tuple[str, str, dict[str, Any]]] = []
         _collecting.pending = messages
         try:
@@ -263,7 +267,7 @@ class Pass:
         self.nodes: dict[int, Node] = {}
         self.containers: dict[int, dict[str, dict[str, Any]]] = {}  # node -> replica id -> c
         self.changed: dict[int, Replica] = {}
-        self.changed_rollouts: dict[int, Any] = {}
+        self.changed_rollouts: dict[int, Any] = {}  # id(rollout) -> rollout (new ones unsaved)
         self.deployment_changed = False
         self.delete_deployment = False
 
@@ -430,7 +434,11 @@ class Pass:
             rollout.save()
             push(deployment_id, "rollout", rollout_payload(rollout))
         if self.delete_deployment:
-            self.deployment.delete()
+            from deployments.services import delete_now
+
+            delete_now(
+                ChangeContext.system("reconciler", reason="its replicas are gone"), self.deployment
+            )
             push(deployment_id, "deleted", {"id": deployment_id})
         elif self.deployment_changed:
             save_deployment(self.deployment)

@@ -118,14 +118,14 @@ def _open_rollout(p: Pass, target: DeploymentRevision) -> Rollout | None:
         return mine
     if deployment.stable_revision_id == target.pk:
         return None
-    rollout = Rollout.objects.create(
+    rollout = Rollout(
         deployment=deployment,
         from_revision=previous or deployment.stable_revision,
         to_revision=target,
         started_at=p.now,
         last_progress_at=p.now,
     )
-    _push(p, rollout)
+    p.changed_rollouts[id(rollout)] = rollout  # inserted (and pushed) when the pass ends
     return rollout
 
 
@@ -144,10 +144,10 @@ def _judge(p: Pass, rollout: Rollout, rules: Policy, is_current: Any) -> None:
     if {k: last.get(k) for k in counts} != counts:
         rollout.steps = [*rollout.steps, {"at": p.now.isoformat(), **counts}][-MAX_STEPS:]
         rollout.last_progress_at = p.now
-        p.changed_rollouts[rollout.pk] = rollout
+        p.changed_rollouts[id(rollout)] = rollout
     elif any(r.state == ReplicaState.DOWNLOADING for r in current):
         rollout.last_progress_at = p.now  # waiting for files is not a lack of progress
-        p.changed_rollouts[rollout.pk] = rollout
+        p.changed_rollouts[id(rollout)] = rollout
     if len(available) == rules.replicas and not old:
         deployment = p.deployment
         deployment.stable_revision = rollout.to_revision
@@ -167,6 +167,8 @@ def _failed_current(p: Pass, rollout: Rollout) -> Replica | None:
             and replica.created_at >= rollout.started_at
         ):
             return replica
+    if rollout.started_at == p.now:
+        return None  # begun in this pass: its replicas are all in ``p.changed``
     return (
         Replica.objects.filter(
             deployment=p.deployment,
@@ -236,7 +238,7 @@ def _set(p: Pass, rollout: Rollout, state: str, *, finished: bool = False) -> No
     rollout.state = state
     if finished:
         rollout.finished_at = p.now
-    p.changed_rollouts[rollout.pk] = rollout
+    p.changed_rollouts[id(rollout)] = rollout
 
 
 def _push(p: Pass, rollout: Rollout) -> None:

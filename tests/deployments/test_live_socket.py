@@ -18,7 +18,7 @@ from django.db import connection
 from config.asgi import application
 from tests.core.test_consumers import ORIGIN, session_cookie_for
 from tests.deployments.builders import gguf_variant, holds
-from tests.deployments.test_reconciler_db import deploy
+from tests.deployments.test_reconciler_db import deploy, scale
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,8 +62,9 @@ async def test_viewer_follows_a_deployment_rollout_live(fleet, viewer_user, admi
     variant = await database_sync_to_async(gguf_variant)(size=50_000_000)
     node = await database_sync_to_async(fleet.node)("node-live")
     await database_sync_to_async(holds)(node, variant)
-    watched = await database_sync_to_async(deploy)(admin_user, variant, "watched")
-    other = await database_sync_to_async(deploy)(admin_user, variant, "other")
+    # no replicas yet: a change runs its own pass, so the replicas come with the scale below
+    watched = await database_sync_to_async(deploy)(admin_user, variant, "watched", replicas=0)
+    other = await database_sync_to_async(deploy)(admin_user, variant, "other", replicas=0)
 
     cookie = await session_cookie_for(viewer_user)
     communicator = socket(ORIGIN, (b"cookie", cookie))
@@ -73,15 +74,16 @@ async def test_viewer_follows_a_deployment_rollout_live(fleet, viewer_user, admi
         reply = await communicator.receive_json_from(timeout=5)
         assert reply == {"type": "subscribed", "payload": {"group": f"deployment.{watched.pk}"}}
 
-        # A pass for the other deployment: only the list notice reaches this socket.
-        await database_sync_to_async(fleet.step)(0, other)
+        # A change of the other deployment: only the list notice reaches this socket.
+        await database_sync_to_async(scale)(other, 1)
         seen = await messages_until(
             communicator,
             lambda m: m["type"] == "deployments.changed" and m["payload"]["id"] == other.pk,
         )
         assert not [m for m in seen if m["type"].startswith("deployment.")]
 
-        # A pass for the watched one: its replica is placed and ordered to start.
+        # Scaling the watched one: its replica is placed and ordered to start.
+        await database_sync_to_async(scale)(watched, 1)
         sent = await database_sync_to_async(fleet.step)(0, watched)
         seen = await messages_until(
             communicator,

@@ -29,8 +29,15 @@ def viewer_client(viewer_user) -> Client:
     return client
 
 
-def _running(user, name: str = "qwen-chat") -> Deployment:
+def _running(user, name: str = "qwen-chat", *, spec_change: dict | None = None) -> Deployment:
     deployment = deploy(user, name, gguf_variant(), replicas=2)
+    if spec_change:  # a second revision (its own pass runs as well)
+        services.update_spec(
+            ChangeContext.for_user(user, reason="longer prompts"), deployment, spec_change
+        )
+        deployment.refresh_from_db()
+    deployment.replicas.all().delete()  # what the passes made: the rows are laid out here
+    deployment.rollouts.all().delete()
     host = node("node-1")
     Replica.objects.create(
         deployment=deployment,
@@ -77,12 +84,7 @@ def test_empty_list_invites_operators_to_create(operator_client):
 
 
 def test_detail_shows_replicas_rollouts_revisions_and_events(operator_client, operator_user):
-    deployment = _running(operator_user)
-    services.update_spec(
-        ChangeContext.for_user(operator_user, reason="longer prompts"),
-        deployment,
-        {"runtime_args": {"context_size": 8192}},
-    )
+    deployment = _running(operator_user, spec_change={"runtime_args": {"context_size": 8192}})
     page = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
     assert "no node with 6.1 GB free VRAM; node-3 has 3.9 GB" in page
     assert "http://node-1.example.net:20000" in page

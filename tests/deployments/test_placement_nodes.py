@@ -19,7 +19,7 @@ from fleet.models import Node
 from models_catalog.fits import fits_on
 from tests.deployments.builders import (
     GB,
-    deploy,
+    bare_deployment,
     gguf_variant,
     gpu,
     holds,
@@ -134,7 +134,7 @@ def test_tensor_parallel_needs_as_many_gpus():
 
 
 def _placed(operator_user, name, variant, host, state, reserved, **fields):
-    deployment = deploy(operator_user, name, variant)
+    deployment = bare_deployment(operator_user, name, variant)
     return Replica.objects.create(
         deployment=deployment,
         revision=deployment.current_revision,

@@ -14,10 +14,11 @@ from core.models import HistoryEvent
 from deployments import reconcile_hooks, services
 from deployments.choices import DeploymentState, ReplicaState
 from deployments.models import Deployment, DeploymentRevision, Replica
+from deployments.reconciler import reconcile_deployment
 from deployments.spec import SpecError
 from models_catalog.services import set_allowed_licences
 from tests.broker import Nudges
-from tests.deployments.builders import deploy, gguf_variant, node, spec
+from tests.deployments.builders import bare_deployment, deploy, gguf_variant, node, spec
 
 pytestmark = pytest.mark.django_db
 
@@ -42,13 +43,17 @@ def events(deployment: Deployment) -> list[HistoryEvent]:
     )
 
 
-def test_create_makes_revision_1_an_event_and_a_nudge_on_commit(
+def test_create_makes_revision_1_an_event_and_runs_the_first_pass_at_once(
     ctx, nudges, django_capture_on_commit_callbacks
 ):
     variant = gguf_variant()
     with django_capture_on_commit_callbacks(execute=True):
         deployment = services.create_deployment(ctx, "qwen-chat", spec(variant, replicas=2))
-    assert nudges == [deployment.pk]
+    assert nudges == [], "the change's own transaction ran the pass: no worker needed"
+    replicas = list(deployment.replicas.order_by("slot"))
+    assert [(r.slot, r.state) for r in replicas] == [(0, "pending"), (1, "pending")]
+    assert "no node" in replicas[0].reason, "no node is registered: placement says why"
+    assert deployment.rollouts.get().state == "running"
     revision = deployment.current_revision
     assert revision is not None and revision.number == 1
     assert revision.author_name == "oscar" and revision.reason == "ship it"
@@ -131,7 +136,8 @@ def test_scaling_is_not_a_revision(ctx, operator_user, nudges, django_capture_on
     deployment = deploy(operator_user, "qwen", gguf_variant())
     with django_capture_on_commit_callbacks(execute=True):
         deployment = services.scale(ctx, deployment, 3)
-    assert nudges == [deployment.pk]
+    assert nudges == []
+    assert deployment.replicas.count() == 3, "the scale's own pass made the new slots"
     assert deployment.desired_replicas == 3
     assert deployment.revisions.count() == 1
     event = events(deployment)[-1]
@@ -264,8 +270,8 @@ def _replica(deployment: Deployment, state: str = ReplicaState.AVAILABLE, **fiel
 
 
 def test_delete_with_replicas_stops_first_and_finishes_when_they_are_gone(ctx, operator_user):
-    deployment = deploy(operator_user, "qwen", gguf_variant())
-    replica = _replica(deployment, node=node("n1"))
+    deployment = bare_deployment(operator_user, "qwen", gguf_variant())
+    replica = _replica(deployment, node=node("n1"), container_name="fleet-qwen-r1-s0-1")
     assert services.delete_deployment(ctx, deployment) is False
     deployment.refresh_from_db()
     assert deployment.state == DeploymentState.STOPPED
@@ -276,9 +282,10 @@ def test_delete_with_replicas_stops_first_and_finishes_when_they_are_gone(ctx, o
     with pytest.raises(ConflictError, match="being deleted"):
         services.start(ctx, deployment)
     assert services.delete_deployment(ctx, deployment) is False, "asking again changes nothing"
-    assert services.finish_deletion(deployment.pk) is False
+    assert reconcile_deployment(deployment.pk)
+    assert Deployment.objects.filter(pk=deployment.pk).exists(), "its replica is stopping"
     Replica.objects.filter(pk=replica.pk).update(state=ReplicaState.GONE)
-    assert services.finish_deletion(deployment.pk) is True
+    assert reconcile_deployment(deployment.pk)
     assert not Deployment.objects.filter(pk=deployment.pk).exists()
     last = HistoryEvent.objects.filter(target_id=str(deployment.pk)).order_by("-id").first()
     assert last is not None and (last.verb, last.actor_name) == ("deleted", "reconciler")
@@ -292,3 +299,24 @@ def test_a_catalog_model_used_by_a_deployment_cannot_be_deleted(operator_user, n
     model = deployment.current_revision.variant.model
     with pytest.raises(ConflictError, match="delete those deployments first"):
         catalog_services.delete_model(ChangeContext.system(), model)
+
+
+@pytest.mark.django_db(transaction=True)  # the other pass's lock is another connection's
+def test_a_change_nudges_a_worker_when_another_pass_holds_the_deployment(
+    ctx, operator_user, nudges, django_capture_on_commit_callbacks
+):
+    """The pass in the change's transaction only tries the deployment's lock: while another
+    pass holds it, the change commits at once and a worker's pass picks it up."""
+    import psycopg
+    from django.db import connection
+
+    from deployments.reconciler import LOCK_CLASS
+
+    deployment = deploy(operator_user, "qwen", gguf_variant())
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_CLASS, deployment.pk])
+        with django_capture_on_commit_callbacks(execute=True):
+            services.scale(ctx, deployment, 2)
+    assert nudges == [deployment.pk]
+    assert deployment.replicas.count() == 1, "the new slot waits for the worker's pass"

@@ -51,6 +51,11 @@ def _busybox_rootfs_tar() -> bytes:
 @pytest.fixture(scope="session")
 def busybox_image(docker_client: DockerClient) -> str:
     """``fleet-test/busybox:latest``, imported once and reused across sessions."""
+    return ensure_busybox_image(docker_client)
+
+
+def ensure_busybox_image(docker_client: DockerClient) -> str:
+    """Import ``fleet-test/busybox:latest`` into the engine unless it is there already."""
     try:
         docker_client.images.get(BUSYBOX_IMAGE)
     except ImageNotFound:

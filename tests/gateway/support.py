@@ -22,13 +22,11 @@ import docker
 import requests
 import uvicorn
 
-from core.history import ChangeContext
-from deployments import services as deployment_services
 from deployments.choices import ReplicaState
 from deployments.models import Deployment, Replica
 from fleet.choices import NodeState
 from fleet.models import Node
-from tests.deployments.builders import gguf_variant, qwen
+from tests.deployments.builders import bare_deployment, gguf_variant, qwen
 from tests.fleet.agents import wait_until
 
 LABEL = "io.slm-fleet.test"
@@ -166,9 +164,7 @@ def time_now() -> Any:
 def routed_deployment(user: Any, name: str, node: Node, ports: list[int]) -> Deployment:
     """A deployment whose available replicas are the containers on ``ports``."""
     variant = gguf_variant(qwen(f"fleet-test/{name}"))
-    deployment = deployment_services.create_deployment(
-        ChangeContext.for_user(user), name, {"variant": variant.pk, "runtime": "llamacpp"}
-    )
+    deployment = bare_deployment(user, name, variant)  # the replicas are the ones below
     for slot, port in enumerate(ports):
         add_replica(deployment, node, slot, port)
     return deployment

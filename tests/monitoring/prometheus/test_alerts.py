@@ -18,7 +18,7 @@ from deployments.models import Deployment, Replica, Rollout
 from fleet.choices import NodeState
 from monitoring import alerts
 from monitoring.prometheus import snapshot
-from tests.deployments.builders import GiB, deploy, gguf_variant, gpu, node, qwen
+from tests.deployments.builders import GiB, bare_deployment, gguf_variant, gpu, node, qwen
 from tests.monitoring.prometheus.promserver import SHIPPED_RULES, PrometheusServer, scrape_job
 
 SCRAPE_TOKEN = "alerts-scrape-token-0123456789"
@@ -51,14 +51,14 @@ def troubled_fleet(admin: Any) -> dict[str, Any]:
     }
     roomy.save(update_fields=["inventory"])
     variant = gguf_variant(qwen("acme/alerting"))
-    failed = deploy(admin, "broken", variant)
+    failed = bare_deployment(admin, "broken", variant)
     rollout(failed, RolloutState.FAILED)
-    paused = deploy(admin, "held", variant)
+    paused = bare_deployment(admin, "held", variant)
     rollout(paused, RolloutState.PAUSED)
-    healed = deploy(admin, "healed", variant)
+    healed = bare_deployment(admin, "healed", variant)
     rollout(healed, RolloutState.FAILED, minutes_ago=10)
     rollout(healed, RolloutState.SUCCEEDED, minutes_ago=5)  # the newest one counts
-    looping = deploy(admin, "looping", variant, replicas=2)
+    looping = bare_deployment(admin, "looping", variant, replicas=2)
     for index in range(4):  # slot 0: created 4 times in 15 minutes = 3 replacements
         Replica.objects.create(
             deployment=looping,

@@ -21,7 +21,7 @@ from fleet.choices import NodeState
 from fleet.models import Node
 from monitoring.prometheus import snapshot
 from monitoring.prometheus.durations import RECONCILE, TASK
-from tests.deployments.builders import GiB, deploy, gguf_variant, gpu, node, qwen
+from tests.deployments.builders import GiB, bare_deployment, gguf_variant, gpu, node, qwen
 
 METRICS = "/metrics"
 TARGETS = "/api/v1/prometheus/targets/"
@@ -48,8 +48,8 @@ def populate(admin: Any) -> dict[str, Any]:
     lost.save(update_fields=["inventory", "last_heartbeat_at"])
     node("new-box", state=NodeState.PENDING)
     variant = gguf_variant(qwen("acme/metrics-model"))
-    llama = deploy(admin, "chat", variant, replicas=2)
-    ollama = deploy(admin, "olla", variant, runtime="ollama")
+    llama = bare_deployment(admin, "chat", variant, replicas=2)
+    ollama = bare_deployment(admin, "olla", variant, runtime="ollama")
     replicas = [
         Replica.objects.create(
             deployment=llama,

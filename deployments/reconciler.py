@@ -162,7 +162,7 @@ def send_start(replica: Replica, *, now: datetime | None = None, force: bool = F
         options["sent_at"] = round(time.time(), 4)  # the agent logs how long the order took
         _send(node_id, "fleet.agent.replica_start", [replica_id, spec, model, options], ttl)
 
-    transaction.on_commit(order)
+    transaction.on_commit(order, robust=True)  # unsent: the pass re-sends it after the ttl
 
 
 def send_stop(
@@ -179,7 +179,8 @@ def send_stop(
     ):
         return
     transaction.on_commit(
-        lambda: _send(node_id, "fleet.agent.replica_stop", [replica_id, container_name], ttl)
+        lambda: _send(node_id, "fleet.agent.replica_stop", [replica_id, container_name], ttl),
+        robust=True,  # unsent: the pass re-sends it after the ttl
     )
 
 

@@ -111,6 +111,29 @@ def test_initial_placement_creates_replicas_and_start_orders(fleet, two_nodes, v
     assert by_task(again)[START] == 2
 
 
+@pytest.fixture
+def broker_down(monkeypatch):
+    """The control plane's broker refuses connections (a port nothing listens on)."""
+    from config.celery import app
+
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    monkeypatch.setattr(app, "_pool", None)  # the connection pools of the configured URL
+    monkeypatch.setattr(app.amqp, "_producer_pool", None)
+    return monkeypatch
+
+
+def test_a_change_commits_while_the_broker_is_down_and_its_start_goes_later(
+    fleet, two_nodes, variant, admin_user, broker_down
+):
+    deployment = deploy(admin_user, variant)  # no error: the change and its pass are committed
+    (replica,) = live(deployment)
+    assert replica.state == ReplicaState.STARTING and replica.node_id is not None
+    broker_down.undo()  # the broker is back
+    assert fleet.step(1, deployment) == [], "the lost order waits for its re-send period"
+    again = fleet.step(16, deployment)
+    assert [(o.task, o.replica_id) for o in again] == [(START, replica.pk)]
+
+
 ALL = "0.0.0.0"  # noqa: S104 - what an operator may ask replicas to bind
 
 

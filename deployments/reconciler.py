@@ -61,8 +61,14 @@ def try_lock(objid: int) -> bool:
 
 
 # --- Entry points --------------------------------------------------------------------------
-def reconcile_deployment(deployment_id: int, *, now: datetime | None = None) -> bool:
-    """One pass for one deployment; False when another pass holds its lock."""
+def reconcile_deployment(
+    deployment_id: int, *, now: datetime | None = None, created: bool = False
+) -> bool:
+    """One pass for one deployment; False when another pass holds its lock.
+
+    ``created``: the deployment was inserted in the caller's transaction, so nothing can
+    refer to it yet (no replica, no rollout) and the pass does not look for them.
+    """
     from deployments.rollout_states import reconcile_desired
 
     with transaction.atomic():
@@ -75,7 +81,7 @@ def reconcile_deployment(deployment_id: int, *, now: datetime | None = None) -> 
         )
         if deployment is None:
             return True
-        p = Pass(deployment, now or clock())
+        p = Pass(deployment, now or clock(), created=created)
         messages: list[tuple[str, str, dict[str, Any]]] = []
         _collecting.pending = messages
         try:
@@ -261,9 +267,10 @@ def deployment_payload(deployment: Deployment) -> dict[str, Any]:
 class Pass:
     """The observed state of one deployment and the changes a pass makes to it."""
 
-    def __init__(self, deployment: Deployment, now: datetime) -> None:
+    def __init__(self, deployment: Deployment, now: datetime, *, created: bool = False) -> None:
         self.deployment = deployment
         self.now = now
+        self.created = created  # inserted in this transaction: no rows refer to it yet
         self.replicas: list[Replica] = []
         self.nodes: dict[int, Node] = {}
         self.containers: dict[int, dict[str, dict[str, Any]]] = {}  # node -> replica id -> c
@@ -274,6 +281,8 @@ class Pass:
 
     # observation ----------------------------------------------------------------------
     def observe(self) -> None:
+        if self.created:
+            return
         self.replicas = list(
             Replica.objects.select_for_update(of=("self",))
             .select_related("revision")

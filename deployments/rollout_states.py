@@ -105,9 +105,12 @@ def _open_rollout(p: Pass, target: DeploymentRevision) -> Rollout | None:
     deployment = p.deployment
     mine: Rollout | None = None
     previous: DeploymentRevision | None = None
-    for rollout in Rollout.objects.select_for_update().filter(
-        deployment=deployment, state__in=OPEN
-    ):
+    open_rollouts = (
+        []
+        if p.created
+        else Rollout.objects.select_for_update().filter(deployment=deployment, state__in=OPEN)
+    )
+    for rollout in open_rollouts:
         if rollout.to_revision_id == target.pk and mine is None:
             mine = rollout
             continue

@@ -52,7 +52,7 @@ def _with_reason(ctx: ChangeContext, reason: str | None) -> ChangeContext:
     return ctx if reason is None else dataclasses.replace(ctx, reason=clean_reason(reason))
 
 
-def _act_now(deployment_id: int) -> None:
+def _act_now(deployment_id: int, *, created: bool = False) -> None:
     """Run the deployment's reconcile pass here, in the change's own transaction.
 
     The pass is the one a worker runs (same code, same advisory lock), so its orders to
@@ -64,7 +64,7 @@ def _act_now(deployment_id: int) -> None:
     from deployments.reconciler import reconcile_deployment
 
     try:
-        acted = reconcile_deployment(deployment_id)
+        acted = reconcile_deployment(deployment_id, created=created)
     except Exception:
         logger.exception(
             "the reconcile pass of deployment %s failed; a worker retries it", deployment_id
@@ -203,7 +203,7 @@ def create_deployment(
         raise ConflictError(f"A deployment is already called {name!r}.", field="name") from None
     revision = _new_revision(ctx, deployment, normalized, {}, ctx.reason)
     deployment.save(update_fields=["current_revision"])
-    _act_now(deployment.pk)  # before the history event: its orders go first on commit
+    _act_now(deployment.pk, created=True)  # before the history event: its orders go first on commit
     record(
         ctx,
         "created",

@@ -57,7 +57,8 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FleetM
         return DeploymentSerializer if self.action == "list" else DeploymentDetailSerializer
 
     def _detail(self, deployment: Deployment, code: int = status.HTTP_200_OK) -> Response:
-        fresh = self.get_queryset().get(pk=deployment.pk)
+        """The answer to a change: the deployment as it is now (the change's pass included)."""
+        fresh = queries.deployment(deployment.pk)
         return Response(DeploymentDetailSerializer(fresh).data, status=code)
 
     @extend_schema(

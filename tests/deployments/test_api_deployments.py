@@ -40,6 +40,7 @@ def test_create_answers_the_normalized_spec_with_an_etag(client):
     assert body["spec"]["runtime_args"] == {"context_size": 8192}
     assert body["spec"]["strategy"]["auto_revert"] is True
     assert body["created_by"] == "oscar"
+    assert client.get(f"{URL}{body['id']}/").json() == body, "the 201 is the deployment as read"
 
 
 def test_invalid_specs_answer_per_field_errors(client):
@@ -200,6 +201,9 @@ def test_status_in_sql_matches_the_models_get_status(operator_user):
     for d in queries.deployments():
         seen[d.name] = d.status
         assert d.status == d.get_status(d.ready_count, d.up_to_date_count, d.rollout_state)
+        one = queries.deployment(d.pk)  # what a change answers: counted in Python
+        fields = ("status", "ready_count", "up_to_date_count", "rollout_state")
+        assert [getattr(one, f) for f in fields] == [getattr(d, f) for f in fields], d.name
     assert seen == {
         "degraded": "degraded",
         "failing": "failed",

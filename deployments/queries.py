@@ -97,20 +97,23 @@ def deployment(pk: int) -> Deployment:
         .prefetch_related(Prefetch("replicas", queryset=live_replicas(), to_attr="live_replicas"))
         .get(pk=pk)
     )
-    replicas = found.live_replicas  # type: ignore[attr-defined]
-    found.ready_count = sum(r.state == ReplicaState.AVAILABLE for r in replicas)  # type: ignore[attr-defined]
-    found.up_to_date_count = sum(  # type: ignore[attr-defined]
+    replicas: list[Replica] = found.live_replicas  # type: ignore[attr-defined]
+    ready = sum(r.state == ReplicaState.AVAILABLE for r in replicas)
+    up_to_date = sum(
         r.state in LIVE_STATES and r.revision_id == found.current_revision_id for r in replicas
     )
-    found.rollout_state = (  # type: ignore[attr-defined]
+    rollout_state = (
         Rollout.objects.filter(deployment=found)
         .order_by("-started_at", "-id")
         .values_list("state", flat=True)
         .first()
     )
-    found.status = found.get_status(  # type: ignore[attr-defined]
-        found.ready_count,  # type: ignore[attr-defined]
-        found.up_to_date_count,  # type: ignore[attr-defined]
-        found.rollout_state,  # type: ignore[attr-defined]
-    )
+    counted = {
+        "ready_count": ready,
+        "up_to_date_count": up_to_date,
+        "rollout_state": rollout_state,
+        "status": found.get_status(ready, up_to_date, rollout_state),
+    }
+    for name, value in counted.items():  # the names the list's annotations use
+        setattr(found, name, value)
     return found

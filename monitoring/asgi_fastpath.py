@@ -9,15 +9,19 @@ loop (``monitoring.live``), and each request is answered.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fleet.asgi_agent import bearer, headers_of, read_body, request_id, respond
+from fleet.asgi_agent import (
+    LoopBatchers,
+    WriteBatcher,
+    bearer,
+    headers_of,
+    read_body,
+    request_id,
+    respond,
+)
+from monitoring.ingest import LivePoint
 from monitoring.receive import Answer, receive_many
-
-log = logging.getLogger(__name__)
 
 METRICS_PATH = "/api/v1/agent/metrics/"
 MAX_BATCH = 200
@@ -26,50 +30,15 @@ UNAVAILABLE = Answer(
 )
 
 
-class Batcher:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[str | None, bytes, asyncio.Future[Answer]]] = (
-            asyncio.Queue()
-        )
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics")
-        self.task: asyncio.Task[None] | None = None
+async def _publish(points: list[LivePoint]) -> None:
+    from monitoring.live import publish_async  # after the agents have their answers
 
-    async def submit(self, credential: str | None, body: bytes) -> Answer:
-        loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
-        future: asyncio.Future[Answer] = loop.create_future()
-        await self.queue.put((credential, body, future))
-        return await future
-
-    async def _run(self) -> None:
-        from monitoring.live import publish_async
-
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < MAX_BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            requests = [(credential, body) for credential, body, _ in batch]
-            try:
-                answers, points = await loop.run_in_executor(self.executor, receive_many, requests)
-            except Exception:
-                log.exception("metrics batch of %d requests failed", len(batch))
-                answers, points = [UNAVAILABLE] * len(batch), []
-            for (_, _, future), answer in zip(batch, answers, strict=True):
-                if not future.done():
-                    future.set_result(answer)
-            await publish_async(points)
+    await publish_async(points)
 
 
-_batchers: dict[int, Batcher] = {}
-
-
-def batcher() -> Batcher:
-    loop_id = id(asyncio.get_running_loop())
-    if loop_id not in _batchers:
-        _batchers[loop_id] = Batcher()
-    return _batchers[loop_id]
+batchers: LoopBatchers[tuple[str | None, bytes], Answer] = LoopBatchers(
+    lambda: WriteBatcher("metrics", receive_many, max_batch=MAX_BATCH, after=_publish)
+)
 
 
 async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -83,7 +52,10 @@ async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = await read_body(receive, settings.FLEET_METRICS_MAX_BYTES)
     if body is None:
         return
-    answer = await batcher().submit(bearer(headers), body)
+    try:
+        answer = await batchers.get().submit((bearer(headers), body))
+    except Exception:
+        answer = UNAVAILABLE
     await respond(send, answer.status, answer.body, rid)
 
 

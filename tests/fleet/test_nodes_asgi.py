@@ -96,14 +96,7 @@ def beat_body(**overrides: Any) -> bytes:
 async def fastpath():
     """Stop this loop's batcher after the test and close its thread's database connection."""
     yield
-    for batcher in list(asgi_fastpath._batchers.values()):
-        if batcher.task is not None and not batcher.task.done():
-            batcher.task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await batcher.task
-        await asyncio.get_running_loop().run_in_executor(batcher.executor, connections.close_all)
-        batcher.executor.shutdown(wait=True)
-    asgi_fastpath._batchers.clear()
+    await asgi_fastpath.batchers.close_all()
     await database_sync_to_async(connections.close_all)()
 
 

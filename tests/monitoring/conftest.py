@@ -33,18 +33,11 @@ def _fresh_caches() -> Iterator[None]:
 @pytest.fixture
 async def metrics_fastpath():
     """Stop this loop's metrics batcher after the test and close its thread's connection."""
-    import asyncio
-
     from channels.db import database_sync_to_async
     from django.db import connections
 
     from monitoring import asgi_fastpath
 
     yield
-    for batcher in list(asgi_fastpath._batchers.values()):
-        if batcher.task is not None and not batcher.task.done():
-            batcher.task.cancel()
-        await asyncio.get_running_loop().run_in_executor(batcher.executor, connections.close_all)
-        batcher.executor.shutdown(wait=True)
-    asgi_fastpath._batchers.clear()
+    await asgi_fastpath.batchers.close_all()
     await database_sync_to_async(connections.close_all)()

@@ -53,6 +53,7 @@ from _common import (  # noqa: E402
     admin_token,
     create_database,
     drop_database,
+    flush_redis,
     free_port,
     llama_cpp_script,
     log,
@@ -60,6 +61,7 @@ from _common import (  # noqa: E402
     production_env,
     run_bench,
     setup_django,
+    stop_all,
     wait_for,
 )
 
@@ -316,9 +318,7 @@ class Bench:
 
     # --- cleanup ---
     def cleanup(self) -> None:
-        for proc in reversed(self.procs):
-            with contextlib.suppress(Exception):
-                proc.stop()
+        stop_all(self.procs, grace=10)
         if self.hub_stop is not None:
             with contextlib.suppress(Exception):
                 self.hub_stop()
@@ -328,9 +328,7 @@ class Bench:
             connections.close_all()
             drop_database(self.db)
         if self.redis_used:
-            import redis
-
-            redis.Redis.from_url(REDIS_URL).flushdb()
+            flush_redis(REDIS_URL)
         keep = os.environ.get("BENCH_KEEP_LOGS")
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ from _common import (  # noqa: E402
     admin_token,
     create_database,
     drop_database,
+    flush_redis,
     free_port,
     llama_cpp_script,
     log,
@@ -68,6 +69,7 @@ from _common import (  # noqa: E402
     percentile,
     production_env,
     setup_django,
+    stop_all,
     wait_for,
 )
 from _download_support import REDIS_URL  # noqa: E402
@@ -467,9 +469,7 @@ class Bench:
             self.notices.stop()
         if self.session is not None:
             self.session.close()
-        for proc in reversed(self.procs):
-            with contextlib.suppress(Exception):
-                proc.stop()
+        stop_all(self.procs, grace=10)
         if self.docker is not None:
             for cid in list(self.containers):
                 with contextlib.suppress(Exception):
@@ -491,9 +491,7 @@ class Bench:
             connections.close_all()
             drop_database(self.db)
         if self.redis_used:
-            import redis
-
-            redis.Redis.from_url(REDIS_URL).flushdb()
+            flush_redis(REDIS_URL)
         keep = os.environ.get("BENCH_KEEP_LOGS")
         if keep:  # the processes' logs, for a look at where the time went
             Path(keep).mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets as pysecrets
 from datetime import datetime
+from typing import TypeVar
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
@@ -14,7 +15,9 @@ from core import crypto
 from core.choices import Role, SecretKind, TokenScope
 from core.errors import ConflictError, ServiceError, check_version
 from core.history import REDACTED, ChangeContext, diff, record, snapshot
-from core.models import ApiToken, Secret, User
+from core.models import ApiToken, BearerKey, Secret, User, VersionedModel
+
+K = TypeVar("K", bound=VersionedModel)
 
 USER_FIELDS = ("username", "email", "first_name", "last_name", "role", "is_active")
 TOKEN_FIELDS = ("name", "scope", "expires_at", "user")
@@ -150,21 +153,28 @@ def create_token(
     return token, key
 
 
-@transaction.atomic
-def revoke_token(ctx: ChangeContext, token: ApiToken) -> ApiToken:
-    token = ApiToken.objects.select_for_update().get(pk=token.pk)
-    if token.revoked_at is not None:
-        return token
-    token.revoked_at = timezone.now()
-    token.version += 1
-    token.save(update_fields=["revoked_at", "version"])
+def revoke_bearer_key(ctx: ChangeContext, key: K) -> tuple[K, bool]:
+    """Revoke an API token or an access key, locked and recorded; call it in a transaction.
+    The row as it is now, and False when it was revoked already."""
+    locked = type(key)._default_manager.select_for_update().get(pk=key.pk)
+    assert isinstance(locked, BearerKey)
+    if locked.revoked_at is not None:
+        return locked, False
+    locked.revoked_at = timezone.now()
+    locked.version += 1
+    locked.save(update_fields=["revoked_at", "version"])
     record(
         ctx,
         "revoked",
-        token,
-        changes={"revoked_at": {"before": None, "after": token.revoked_at.isoformat()}},
+        locked,
+        changes={"revoked_at": {"before": None, "after": locked.revoked_at.isoformat()}},
     )
-    return token
+    return locked, True
+
+
+@transaction.atomic
+def revoke_token(ctx: ChangeContext, token: ApiToken) -> ApiToken:
+    return revoke_bearer_key(ctx, token)[0]
 
 
 def authenticate_token(key: str, *, touch_after_seconds: int) -> ApiToken | None:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from core.errors import ConflictError, ServiceError, check_version
 from core.history import ChangeContext, diff, record, snapshot
+from core.services import revoke_bearer_key
 from deployments.models import Deployment
 from gateway import invalidation
 from gateway.models import AccessKey, Alias, AliasTarget
@@ -155,19 +156,9 @@ def update_key(
 @transaction.atomic
 def revoke_key(ctx: ChangeContext, key: AccessKey) -> AccessKey:
     """Revoke a key: gateways refuse it as soon as they hear of it (and within a reload)."""
-    key = AccessKey.objects.select_for_update().get(pk=key.pk)
-    if key.revoked_at is not None:
-        return key
-    key.revoked_at = timezone.now()
-    key.version += 1
-    key.save(update_fields=["revoked_at", "version"])
-    record(
-        ctx,
-        "revoked",
-        key,
-        changes={"revoked_at": {"before": None, "after": key.revoked_at.isoformat()}},
-    )
-    _announce(f"key {key.pk} revoked")
+    key, revoked = revoke_bearer_key(ctx, key)
+    if revoked:
+        _announce(f"key {key.pk} revoked")
     return key
 
 

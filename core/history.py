@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
+from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from core.choices import ActorType
@@ -155,6 +156,13 @@ def record(
     )
     transaction.on_commit(lambda: _publish(event))
     return event
+
+
+def events_about(target: models.Model, limit: int = 20) -> QuerySet[HistoryEvent]:
+    """The newest events recorded about ``target`` (named as :func:`record` names it)."""
+    return HistoryEvent.objects.filter(
+        target_type=target._meta.label_lower, target_id=str(target.pk)
+    )[:limit]
 
 
 LIVE_PUBLISH_LIMIT = 200

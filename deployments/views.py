@@ -13,8 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from core.choices import Role
 from core.errors import ServiceError
-from core.history import ChangeContext
-from core.models import HistoryEvent
+from core.history import ChangeContext, events_about
 from core.views.mixins import require_role
 from deployments import logs, queries, services, try_it
 from deployments.choices import ReplicaState
@@ -69,9 +68,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "-started_at", "-id"
         )[:10]
     )
-    events = HistoryEvent.objects.filter(
-        target_type="deployments.deployment", target_id=str(deployment.pk)
-    )[:30]
+    events = events_about(deployment, 30)
     context = {
         "deployment": deployment,
         "spec": services.current_spec(deployment),

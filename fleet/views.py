@@ -10,8 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from core.choices import Role
 from core.errors import ServiceError
-from core.history import ChangeContext
-from core.models import HistoryEvent
+from core.history import ChangeContext, events_about
 from core.views.mixins import require_role
 from fleet import services
 from fleet.api.views import agent_command, server_url
@@ -40,7 +39,7 @@ def nodes(request: HttpRequest) -> HttpResponse:
 
 def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
-    events = HistoryEvent.objects.filter(target_type="fleet.node", target_id=str(node.pk))[:20]
+    events = events_about(node)
     commands = node.commands.all()[:10]
     labels_form = NodeLabelsForm(
         initial={"labels": format_labels(node.labels), "version": node.version}

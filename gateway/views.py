@@ -10,8 +10,7 @@ from django.views.decorators.http import require_POST
 
 from core.choices import Role
 from core.errors import ServiceError
-from core.history import ChangeContext
-from core.models import HistoryEvent
+from core.history import ChangeContext, events_about
 from core.views.mixins import require_role
 from gateway import live, queries, services
 from gateway.filtersets import UsageFilterSet
@@ -92,9 +91,7 @@ def key_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "usage": usage[:30],
         "totals": queries.usage_totals(usage),
-        "events": HistoryEvent.objects.filter(
-            target_type="gateway.accesskey", target_id=str(key.pk)
-        )[:20],
+        "events": events_about(key),
     }
     return render(request, "gateway/key_detail.html", context, status=400 if form.errors else 200)
 
@@ -156,9 +153,7 @@ def alias_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "alias": alias,
         "form": form,
-        "events": HistoryEvent.objects.filter(target_type="gateway.alias", target_id=str(alias.pk))[
-            :20
-        ],
+        "events": events_about(alias),
     }
     return render(request, "gateway/alias_detail.html", context, status=400 if form.errors else 200)
 

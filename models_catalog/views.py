@@ -13,9 +13,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from core.choices import Role
 from core.errors import ServiceError
-from core.history import ChangeContext
+from core.history import ChangeContext, events_about
 from core.jobs import Job
-from core.models import HistoryEvent
 from core.views.mixins import require_role
 from fleet.models import Node
 from models_catalog import hub, services
@@ -138,9 +137,7 @@ def catalog_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 "fits": fits_on(variant, contexts),
             }
         )
-    events = HistoryEvent.objects.filter(
-        target_type="models_catalog.catalogmodel", target_id=str(model.pk)
-    )[:20]
+    events = events_about(model)
     variant_ids = [variant.pk for variant in model.variants.all()]
     placements = NodeModel.objects.filter(variant_id__in=variant_ids).select_related(
         "node", "variant__model"

@@ -12,9 +12,8 @@ from core import job_services
 from core.choices import Role
 from core.errors import ServiceError
 from core.filtersets import JobFilterSet
-from core.history import ChangeContext
+from core.history import ChangeContext, events_about
 from core.jobs import Job
-from core.models import HistoryEvent
 from core.views.mixins import require_role
 
 PAGE_SIZE = 50
@@ -37,7 +36,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("node"), pk=pk)
-    events = HistoryEvent.objects.filter(target_type="core.job", target_id=str(job.pk))[:20]
+    events = events_about(job)
     context = {"job": job, "events": events, "waiting_for": job_services.waiting_for(job)}
     template = (
         "core/job_detail_body.html" if request.headers.get("HX-Request") else "core/job_detail.html"

@@ -5,7 +5,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config import process
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+process.ASGI_WEB = True  # before the settings load: this process pools its DB connections
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

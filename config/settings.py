@@ -15,6 +15,7 @@ from celery.schedules import crontab
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from config import process
 from config.env import EnvReader, persistent_secret
 
 env = EnvReader()
@@ -115,6 +116,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+# The ASGI web process borrows its PostgreSQL connections from a pool (psycopg_pool, Django's
+# "pool" option). Django's ASGI handler runs each request's sync code on a thread of its own
+# (asgiref's ThreadSensitiveContext), and persistent connections are kept per thread: without
+# a pool every API request would open a connection (a new server process) and close it again,
+# 3-5 ms before the view runs. Celery, beat and manage.py reuse one connection per thread.
+# FLEET_DB_POOL: auto (pool in the ASGI web process), on (in every process) or off.
+DB_POOL = env.choice("FLEET_DB_POOL", "auto", ("auto", "on", "off"))
+_pool = {
+    "min_size": 2,
+    # at most this many connections per process (requests in flight, the agents' fast paths,
+    # live sockets); a request waits up to FLEET_DB_POOL_TIMEOUT seconds for one
+    "max_size": env.integer("FLEET_DB_POOL_SIZE", 20, minimum=2, maximum=500),
+    "timeout": env.integer("FLEET_DB_POOL_TIMEOUT", 10, minimum=1, maximum=300),
+    "name": "fleet",
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and (
+    DB_POOL == "on" or (DB_POOL == "auto" and process.ASGI_WEB)
+):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections instead
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = _pool
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Broker, Celery, Channels ---------------------------------------------------------------

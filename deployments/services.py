@@ -196,9 +196,8 @@ def create_deployment(
         created_by=ctx.user,
         **({"revision_history_limit": limit} if limit is not None else {}),
     )
-    try:
-        with transaction.atomic():
-            deployment.save()
+    try:  # no savepoint of its own: a clash rolls back this function's atomic block
+        deployment.save()
     except IntegrityError:
         raise ConflictError(f"A deployment is already called {name!r}.", field="name") from None
     revision = _new_revision(ctx, deployment, normalized, {}, ctx.reason)

@@ -74,6 +74,7 @@ def test_names_are_dns_labels_and_unique(ctx):
     services.create_deployment(ctx, "qwen", spec(variant))
     with pytest.raises(ConflictError, match="already called 'qwen'"):
         services.create_deployment(ctx, "qwen", spec(variant))
+    assert Deployment.objects.count() == 1, "the clash rolled back only its own change"
 
 
 def test_an_invalid_spec_creates_nothing(ctx):

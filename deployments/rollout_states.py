@@ -217,7 +217,7 @@ def _fail(p: Pass, rollout: Rollout, reason: str) -> None:
     _set(p, rollout, RolloutState.FAILED, finished=True)
     deployment.current_revision = stable
     p.deployment_changed = True
-    revert = Rollout.objects.create(
+    revert = Rollout(
         deployment=deployment,
         from_revision=target,
         to_revision=stable,
@@ -225,7 +225,7 @@ def _fail(p: Pass, rollout: Rollout, reason: str) -> None:
         started_at=p.now,
         last_progress_at=p.now,
     )
-    _push(p, revert)
+    p.changed_rollouts[id(revert)] = revert  # inserted (and pushed) when the pass ends
     record(
         SYSTEM,
         "auto_reverted",
@@ -242,12 +242,6 @@ def _set(p: Pass, rollout: Rollout, state: str, *, finished: bool = False) -> No
     if finished:
         rollout.finished_at = p.now
     p.changed_rollouts[id(rollout)] = rollout
-
-
-def _push(p: Pass, rollout: Rollout) -> None:
-    from deployments.reconciler import push, rollout_payload
-
-    push(p.deployment.pk, "rollout", rollout_payload(rollout))
 
 
 def save_deployment(deployment: Deployment) -> None:

@@ -4,7 +4,6 @@ connections across API requests (without the pool every request opened and close
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ from django.db import connection
 from core.choices import Role, TokenScope
 from core.history import ChangeContext
 from core.services import create_token, create_user
+from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_NAME = f"fleet-pool-test-{os.getpid()}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def database_url() -> str:

@@ -52,6 +52,7 @@ from tests.fleet.agents import (
     queue_length,
     wait_until,
 )
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -177,12 +178,6 @@ def database_connections(agent: Agent) -> list[str]:
                 if conn.raddr and conn.raddr.port == port:
                     found.append(f"pid {pid} -> {conn.raddr}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- joining ---------------------------------------------------------------------------------

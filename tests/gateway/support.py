@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from pathlib import Path
@@ -28,14 +27,9 @@ from fleet.choices import NodeState
 from fleet.models import Node
 from tests.deployments.builders import bare_deployment, gguf_variant, qwen
 from tests.fleet.agents import wait_until
+from tests.ports import free_port
 
 LABEL = "io.slm-fleet.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LlamaReplicas:

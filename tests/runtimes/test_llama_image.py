@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -12,13 +11,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first build takes ~5 min
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -41,7 +36,7 @@ def test_llama_server_image_serves_the_tiny_model(
     llama_server_image: str, tiny_gguf: Path, request: pytest.FixtureRequest
 ):
     timings: dict[str, float] = {}
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["-m", "/models/model.gguf", "--port", str(port), "--host", "127.0.0.1"]
     args += ["--metrics", "-c", "512", "-t", "1"]

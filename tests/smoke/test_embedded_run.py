@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,18 +17,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.ports import free_port
+
 pytestmark = [pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30
 ADMIN_PASSWORD = "smoke-test-admin-password-2024"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_log(path: Path) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from typing import Any
 
 import requests
 import yaml
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_CONFIG = REPO / "docker" / "prometheus" / "prometheus.yml"
@@ -34,12 +35,6 @@ def binary(name: str) -> str:
         "or apt-get install -y prometheus"
     )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrometheusServer:

@@ -10,20 +10,36 @@ sent for ``/hub/`` requests over the whole job.
 
 from __future__ import annotations
 
+import argparse
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from _common import PY, Proc, log, wait_for
 from _download_support import MB, REPO_ID, read_access_log
 
-if TYPE_CHECKING:
-    from download import Bench
-
-
 AGENT_NAME = "bench-dl"
 
 
-def resume_agent(bench: Bench) -> dict[str, Any]:
+class ResumeBench(Protocol):
+    """What :func:`resume_agent` needs of bench/download.py's ``Bench`` (typed here, so this
+    module does not import the script that imports it)."""
+
+    args: argparse.Namespace  # reads ``kill_at``
+    tmp: Path
+    env: dict[str, str]
+    added_env: set[str]  # the control plane's settings, kept from the agent's environment
+    db: str
+    procs: list[Proc]
+    ports: dict[str, int]
+    ngx: Path
+    variant_id: int | None
+    model_bytes: int
+
+    def on_disk(self, folder: Path) -> tuple[int, int]: ...
+
+
+def resume_agent(bench: ResumeBench) -> dict[str, Any]:
     from core.history import ChangeContext
     from core.jobs import FINISHED_STATES, Job, JobState
     from fleet import services as fleet_services

@@ -76,11 +76,11 @@ class Bench(ControlPlaneBench):
         from django.utils import timezone
 
         from core.jobs import Job, JobKind, JobState
+        from core.redis_client import redis_client
         from deployments.choices import ReplicaState, RolloutState
         from deployments.models import Deployment, DeploymentRevision, Replica, Rollout
         from fleet.models import Node
         from models_catalog.models import CatalogModel, Variant
-        from monitoring.prometheus.snapshot import redis_client
 
         args = self.args
         now = timezone.now()

@@ -7,6 +7,7 @@ from core.api import views as core_views
 from core.api.jobs import JobViewSet
 from core.api.urls import router as core_router
 from deployments.api.urls import router as deployments_router
+from deployments.api.urls import urlpatterns as deployments_agent_urls
 from fleet.api.urls import router as fleet_router
 from fleet.api.urls import urlpatterns as fleet_agent_urls
 from gateway.api.urls import router as gateway_router
@@ -29,6 +30,7 @@ router.register("node-models", download_views.NodeModelViewSet, basename="nodemo
 urlpatterns = [
     path("me/", core_views.MeView.as_view(), name="me"),
     *fleet_agent_urls,
+    *deployments_agent_urls,
     *catalog_urls,
     *gateway_urls,
     *monitoring_urls,

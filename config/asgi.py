@@ -16,8 +16,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from deployments.asgi_reports import wrap as with_replica_reports  # noqa: E402
 from fleet.asgi_fastpath import wrap as with_heartbeat_fastpath  # noqa: E402
-from fleet.asgi_reports import wrap as with_replica_reports  # noqa: E402
 from gateway.asgi_embed import lifespan as gateway_lifespan  # noqa: E402
 from gateway.proxy import wrap as with_gateway  # noqa: E402
 from models_catalog.mirror.asgi_fastpath import wrap as with_mirror_fastpath  # noqa: E402

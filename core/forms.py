@@ -5,8 +5,8 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
+from core.change_context import MAX_REASON_LENGTH
 from core.choices import Role, SecretKind, TokenScope
-from core.history import MAX_REASON_LENGTH
 
 
 class ReasonFormMixin(forms.Form):

@@ -8,96 +8,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import QuerySet
-from django.urls import NoReverseMatch, reverse
+from django.dispatch import Signal
 
-from core.choices import ActorType
+# ChangeContext, the reason's rules and the target links have homes of their own (below this
+# module); re-exported here, where most of the tree imports them from.
+from core.change_context import MAX_REASON_LENGTH as MAX_REASON_LENGTH
+from core.change_context import ChangeContext
+from core.change_context import clean_reason as clean_reason
 from core.models import HistoryEvent
+from core.targets import register_target_url as register_target_url
+from core.targets import target_url as target_url
 
-if TYPE_CHECKING:
-    from django.http import HttpRequest
-
-    from core.models import User
-
-MAX_REASON_LENGTH = 1000
 REDACTED = "(redacted)"
 
-# target_type -> URL pattern name taking the target's id, for links from the timeline.
-_TARGET_URLS: dict[str, str] = {}
-
-
-def register_target_url(target_type: str, url_name: str) -> None:
-    _TARGET_URLS[target_type] = url_name
-
-
-def target_url(target_type: str, target_id: str) -> str | None:
-    url_name = _TARGET_URLS.get(target_type)
-    if not url_name:
-        return None
-    try:
-        return reverse(url_name, args=[target_id])
-    except NoReverseMatch:
-        return None
-
-
-def clean_reason(reason: str | None) -> str:
-    return (reason or "").strip()[:MAX_REASON_LENGTH]
-
-
-@dataclass(frozen=True)
-class ChangeContext:
-    """Who makes a change, through what, and why."""
-
-    actor_type: str
-    actor_name: str
-    actor_id: str = ""
-    actor_detail: str = ""
-    reason: str = ""
-    request_id: str = ""
-    user: User | None = None
-
-    @classmethod
-    def for_user(cls, user: User, *, reason: str = "", request_id: str = "") -> ChangeContext:
-        return cls(
-            actor_type=ActorType.USER,
-            actor_name=user.get_username(),
-            actor_id=str(user.pk),
-            reason=clean_reason(reason),
-            request_id=request_id,
-            user=user,
-        )
-
-    @classmethod
-    def system(cls, component: str = "system", *, reason: str = "") -> ChangeContext:
-        return cls(actor_type=ActorType.SYSTEM, actor_name=component, reason=clean_reason(reason))
-
-    @classmethod
-    def from_request(cls, request: HttpRequest, *, reason: str | None = None) -> ChangeContext:
-        """Build from a page or API request; the reason comes from a field or the header."""
-        from core.models import ApiToken
-
-        user = request.user
-        request_id = getattr(request, "request_id", "")
-        if reason is None or not reason.strip():
-            reason = request.headers.get("X-Change-Reason", "")
-        token = getattr(request, "auth", None)
-        ctx = cls.for_user(user, reason=reason, request_id=request_id)  # type: ignore[arg-type]
-        if isinstance(token, ApiToken):
-            return cls(
-                actor_type=ActorType.TOKEN,
-                actor_name=ctx.actor_name,
-                actor_id=ctx.actor_id,
-                actor_detail=str(token),
-                reason=ctx.reason,
-                request_id=request_id,
-                user=ctx.user,
-            )
-        return ctx
+# Sent after the commit that recorded an event, with ``event=`` the HistoryEvent. The seam
+# between history and the live pages: core.history_live's receiver (connected in
+# CoreConfig.ready()) pushes the event to browsers, so history needs no import of core.live.
+event_recorded = Signal()
 
 
 def _json_safe(value: Any) -> Any:
@@ -211,6 +143,4 @@ def record_many(
 
 
 def _publish(event: HistoryEvent) -> None:
-    from core import live
-
-    live.history_event_recorded(event)
+    event_recorded.send(sender=HistoryEvent, event=event)

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from core.models import VersionedModel
+from core.versioning import VersionedModel
 
 LOG_TAIL_CHARS = 16000
 

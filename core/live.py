@@ -11,13 +11,10 @@ import asyncio
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-
-if TYPE_CHECKING:
-    from core.models import HistoryEvent
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +119,3 @@ class _Publisher:
 
 QUEUE_LIMIT = 10_000
 _publisher = _Publisher()
-
-
-def history_event_recorded(event: HistoryEvent) -> None:
-    """After the commit that recorded ``event``: to the history pages (as the API shows it)."""
-    from core.api.serializers import HistoryEventSerializer
-
-    send(HISTORY_GROUP, "history.event", dict(HistoryEventSerializer(event).data))

@@ -11,20 +11,9 @@ from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.utils import timezone
 
+from core import targets
 from core.choices import ROLE_RANK, ActorType, Role, SecretKind, TokenScope
-
-
-class VersionedModel(models.Model):
-    """A mutable resource with an optimistic-concurrency version (sent as the ETag)."""
-
-    version = models.PositiveIntegerField(default=1, editable=False)
-
-    class Meta:
-        abstract = True
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.version}"'
+from core.versioning import VersionedModel
 
 
 class User(AbstractUser, VersionedModel):
@@ -194,9 +183,7 @@ class HistoryEvent(models.Model):
 
     @property
     def target_url(self) -> str | None:
-        from core.history import target_url
-
-        return target_url(self.target_type, self.target_id)
+        return targets.target_url(self.target_type, self.target_id)
 
 
 class Setting(VersionedModel):

@@ -15,7 +15,8 @@ from core import crypto
 from core.choices import Role, SecretKind, TokenScope
 from core.errors import ConflictError, ServiceError, check_version
 from core.history import REDACTED, ChangeContext, diff, record, snapshot
-from core.models import ApiToken, BearerKey, Secret, User, VersionedModel
+from core.models import ApiToken, BearerKey, Secret, User
+from core.versioning import VersionedModel
 
 K = TypeVar("K", bound=VersionedModel)
 

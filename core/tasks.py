@@ -3,7 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.core.management import call_command
 
-from monitoring.prometheus.durations import timed
+from core.durations import timed
 
 
 @shared_task(name="core.tasks.clear_expired_sessions")

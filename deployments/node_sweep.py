@@ -21,7 +21,8 @@ from django.utils.dateparse import parse_datetime
 
 from deployments.choices import ReplicaState
 from deployments.models import Replica
-from deployments.reconciler import NODE_SWEEP_LOCK, send_stop, try_lock
+from deployments.orders import send_stop
+from deployments.reconcile_pass import NODE_SWEEP_LOCK, try_lock
 from deployments.rollouts import RUNNING
 from fleet.choices import NodeState
 from fleet.models import Node

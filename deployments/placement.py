@@ -9,7 +9,7 @@ placed, and returns one :class:`Decision` per demand. Rules, in order:
 3. a fixed port is free there (replicas use host networking);
 4. the footprint fits: free RAM for CPU runtimes, or free memory on ``gpus`` GPUs (the
    footprint split evenly) for GPU runtimes — free as the node last reported it, minus what
-   replicas placed there reserve (:func:`free_memory`);
+   replicas placed there reserve (:func:`fleet.capacity.free_memory`);
 5. among the nodes left, ``spread`` takes the one with the fewest replicas of this
    deployment, ``binpack`` the one with the least free memory that still fits; nodes that
    already hold the variant's files win ties under spread and come first under binpack
@@ -34,22 +34,18 @@ from deployments.choices import PlacementStrategy, ReplicaState
 from deployments.models import DeploymentRevision, Replica
 from deployments.runtimes import get_adapter
 from deployments.runtimes.base import ModelInfo, RuntimeAdapter
+from fleet.capacity import CPU, GPU, Ledger, gb, gpus_free, ram_free
 from fleet.choices import NodeState
 from fleet.models import Node
 from models_catalog.fits import model_architecture, variant_weights_bytes
 from models_catalog.footprint import KV_CACHE_TYPES, RUNTIMES, footprint, runtimes_for
 from models_catalog.models import NodeModel, Variant
 
-CPU, GPU = "cpu", "gpu"
 # The catalog's footprint model per runtime; the custom runtime uses the one of the format.
 FOOTPRINT_RUNTIME = {"llamacpp": "llamacpp", "ollama": "ollama", "vllm": "vllm"}
 # Replicas whose memory the node's own figures may not show yet (nothing runs, or it is
 # still loading): their whole reservation comes off the reported free memory.
 NOT_YET_RUNNING = (ReplicaState.PENDING, ReplicaState.DOWNLOADING, ReplicaState.STARTING)
-
-
-def gb(value: float) -> str:
-    return f"{value / 1e9:.1f} GB"
 
 
 # --- What a replica needs -------------------------------------------------------------------
@@ -176,59 +172,9 @@ def demand_for_revision(revision: DeploymentRevision) -> Demand:
     return demand_for(revision.spec, revision.variant, deployment_id=revision.deployment_id)
 
 
-# --- Memory accounting ----------------------------------------------------------------------
-def free_memory(reported_free: int, capacity: int | None, not_running: int, reserved: int) -> int:
-    """Free memory for one more replica on a node (RAM) or one GPU.
-
-    The node's report already shows what running replicas use, so only replicas that do not
-    run yet come off it; and the reservations of every replica there must fit in the
-    capacity, so no two placements promise the same bytes.
-    """
-    free = reported_free - not_running
-    if capacity:
-        free = min(free, capacity - reserved)
-    return free
-
-
-@dataclass
-class _Ledger:
-    """Reservations on one node: RAM, per GPU, ports and replicas per deployment."""
-
-    cpu_not_running: int = 0
-    cpu_reserved: int = 0
-    gpu_not_running: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    gpu_reserved: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    ports: set[int] = field(default_factory=set)
-    per_deployment: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-
-    def add(
-        self,
-        device: str,
-        nbytes: int,
-        gpu_indices: Sequence[int],
-        *,
-        running: bool,
-        port: int | None,
-        deployment_id: int | None,
-    ) -> None:
-        if port:
-            self.ports.add(port)
-        if deployment_id is not None:
-            self.per_deployment[deployment_id] += 1
-        if device == CPU:
-            self.cpu_reserved += nbytes
-            if not running:
-                self.cpu_not_running += nbytes
-        elif device == GPU and gpu_indices:
-            share = math.ceil(nbytes / len(gpu_indices))
-            for index in gpu_indices:
-                self.gpu_reserved[index] += share
-                if not running:
-                    self.gpu_not_running[index] += share
-
-
-def _ledgers(replicas: Iterable[Replica]) -> dict[int, _Ledger]:
-    ledgers: dict[int, _Ledger] = defaultdict(_Ledger)
+# --- Reservations ---------------------------------------------------------------------------
+def _ledgers(replicas: Iterable[Replica]) -> dict[int, Ledger]:
+    ledgers: dict[int, Ledger] = defaultdict(Ledger)
     for replica in replicas:
         if replica.node_id is None or replica.state == ReplicaState.GONE:
             continue
@@ -243,76 +189,25 @@ def _ledgers(replicas: Iterable[Replica]) -> dict[int, _Ledger]:
     return ledgers
 
 
-def _node_ram(node: Node) -> tuple[int | None, int | None]:
-    memory = (node.inventory or {}).get("memory") or {}
-    free = memory.get("available_bytes")
-    return (None if free is None else int(free)), memory.get("total_bytes")
+def ledger_of(node: Node) -> Ledger:
+    """The reservations of the replicas placed on ``node`` (one query).
 
-
-def _node_gpus(node: Node) -> list[tuple[int, int, int | None]]:
-    """(index, reported free bytes, total bytes) of each GPU the node reported."""
-    return [
-        (int(g.get("index", i)), int(g.get("memory_free_bytes") or 0), g.get("memory_total_bytes"))
-        for i, g in enumerate((node.inventory or {}).get("gpus") or [])
-    ]
-
-
-def _ram_free(node: Node, ledger: _Ledger) -> int | None:
-    reported, capacity = _node_ram(node)
-    if reported is None:
-        return None
-    return free_memory(reported, capacity, ledger.cpu_not_running, ledger.cpu_reserved)
-
-
-def _gpus_free(node: Node, ledger: _Ledger) -> list[tuple[int, int, int | None]]:
-    """(index, free bytes, total bytes) per GPU."""
-    return [
-        (
-            index,
-            free_memory(
-                reported,
-                capacity,
-                ledger.gpu_not_running.get(index, 0),
-                ledger.gpu_reserved.get(index, 0),
-            ),
-            capacity,
-        )
-        for index, reported, capacity in _node_gpus(node)
-    ]
-
-
-def reserved_bytes(node: Node, device: str, gpu_index: int | None = None) -> int:
-    """How much of the node's reported free memory (``device`` "cpu" RAM, or one GPU) is
-    already promised to replicas: reported free minus :func:`free_memory`.
-
-    The replicas are read once per ``node`` instance (one query for every context and GPU
-    of a fits-on table); a later request loads its nodes afresh.
+    The source of :func:`fleet.capacity.reserved_bytes` (registered in
+    ``DeploymentsConfig.ready()``): the catalog's fits-on table counts the same replicas.
     """
-    ledger = getattr(node, "_placement_ledger", None)
-    if ledger is None:
-        ledger = _ledgers(
-            Replica.objects.filter(node=node)
-            .exclude(state=ReplicaState.GONE)
-            .only(
-                "node_id",
-                "deployment_id",
-                "state",
-                "reserved_device",
-                "reserved_bytes",
-                "gpu_indices",
-                "host_port",
-            )
-        ).get(node.pk, _Ledger())
-        node._placement_ledger = ledger  # type: ignore[attr-defined]
-    if device == CPU:
-        reported, _ = _node_ram(node)
-        free = _ram_free(node, ledger)
-        return 0 if reported is None or free is None else reported - free
-    for index, reported, _total in _node_gpus(node):
-        if index == gpu_index:
-            free = {i: f for i, f, _ in _gpus_free(node, ledger)}[index]
-            return reported - free
-    return 0
+    return _ledgers(
+        Replica.objects.filter(node=node)
+        .exclude(state=ReplicaState.GONE)
+        .only(
+            "node_id",
+            "deployment_id",
+            "state",
+            "reserved_device",
+            "reserved_bytes",
+            "gpu_indices",
+            "host_port",
+        )
+    ).get(node.pk, Ledger())
 
 
 # --- Ports ----------------------------------------------------------------------------------
@@ -414,7 +309,7 @@ def _fit_gpus(
 
 
 def _place_one(
-    demand: Demand, nodes: Sequence[Node], ledgers: dict[int, _Ledger], holders: Collection[int]
+    demand: Demand, nodes: Sequence[Node], ledgers: dict[int, Ledger], holders: Collection[int]
 ) -> Decision:
     if not nodes:
         return Decision(None, "no nodes have joined the fleet")
@@ -441,13 +336,13 @@ def _place_one(
         gpu_indices: tuple[int, ...] = ()
         reserve = demand.bytes
         if demand.device == CPU:
-            ram = _ram_free(node, ledger)
+            ram = ram_free(node, ledger)
             if ram is None:
                 misses["no figures"].append(node.name)
                 continue
             free, fitted = ram, ram >= demand.bytes
         else:
-            gpus = _gpus_free(node, ledger)
+            gpus = gpus_free(node, ledger)
             if len(gpus) < demand.gpus:
                 if gpus:
                     misses["too few GPUs"].append(f"{node.name} has {len(gpus)}")

@@ -12,16 +12,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.history import record
-from deployments import replica_specs
+from deployments import new_replicas
 from deployments.choices import DeploymentState, ReplicaState, RolloutState
-from deployments.models import Deployment, DeploymentRevision, Replica, Rollout
+from deployments.models import DeploymentRevision, Replica, Rollout
+from deployments.reconcile_pass import SYSTEM, Pass
 from deployments.rollouts import Policy, plan, policy, template_key
-
-if TYPE_CHECKING:
-    from deployments.reconciler import Pass
 
 MAX_STEPS = 200
 OPEN = (RolloutState.RUNNING, RolloutState.PAUSED)
@@ -65,9 +63,9 @@ def reconcile_desired(p: Pass) -> None:
         p.stop(replica, _stop_reason(replica, target, rules, is_current))
     for replica in p.live():
         if replica.state == ReplicaState.PENDING and replica.node_id is None:
-            replica_specs.place_and_start(p, replica)
+            new_replicas.place_and_start(p, replica)
     for slot in decided.create:
-        replica_specs.create_replica(p, target, slot)
+        new_replicas.create_replica(p, target, slot)
     if rollout is not None and rollout.state == RolloutState.RUNNING:
         _judge(p, rollout, rules, is_current)
 
@@ -185,8 +183,6 @@ def _failed_current(p: Pass, rollout: Rollout) -> Replica | None:
 
 
 def _fail(p: Pass, rollout: Rollout, reason: str) -> None:
-    from deployments.reconciler import SYSTEM
-
     deployment = p.deployment
     rollout.failure_reason = reason[:4000]
     target = rollout.to_revision
@@ -242,10 +238,3 @@ def _set(p: Pass, rollout: Rollout, state: str, *, finished: bool = False) -> No
     if finished:
         rollout.finished_at = p.now
     p.changed_rollouts[id(rollout)] = rollout
-
-
-def save_deployment(deployment: Deployment) -> None:
-    deployment.version += 1
-    deployment.save(
-        update_fields=["state", "paused_reason", "current_revision", "stable_revision", "version"]
-    )

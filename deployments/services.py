@@ -27,12 +27,14 @@ from django.utils import timezone
 
 from core.errors import ConflictError, ServiceError, check_version
 from core.history import ChangeContext, clean_reason, diff, record
-from deployments import reconcile_hooks
+from deployments import reconcile_hooks, reconciler
 from deployments.choices import DeploymentState, ReplicaState
+from deployments.deletion import delete_now
 from deployments.models import Deployment, DeploymentRevision
 from deployments.spec import (
     MAX_REPLICAS,
     SpecError,
+    current_spec,
     flatten_spec,
     merge_spec,
     normalize_spec,
@@ -61,10 +63,8 @@ def _act_now(deployment_id: int, *, created: bool = False) -> None:
     the change itself intact. When it cannot run here (another pass holds the deployment)
     or fails, a worker is nudged on commit instead; the periodic pass is the backstop.
     """
-    from deployments.reconciler import reconcile_deployment
-
     try:
-        acted = reconcile_deployment(deployment_id, created=created)
+        acted = reconciler.reconcile_deployment(deployment_id, created=created)
     except Exception:
         logger.exception(
             "the reconcile pass of deployment %s failed; a worker retries it", deployment_id
@@ -106,14 +106,6 @@ def _refuse_unlicensed(variant: Variant, field: str) -> None:
     reason = check_licence(variant)
     if reason:
         raise ServiceError(f"Refused by the licence policy: {reason}.", field=field)
-
-
-def current_spec(deployment: Deployment) -> dict[str, Any]:
-    """The current revision's spec with the replica count wanted now."""
-    spec = deployment.spec
-    if spec:
-        spec["replicas"] = deployment.desired_replicas
-    return spec
 
 
 def _new_revision(
@@ -430,17 +422,6 @@ def _has_live_replicas(deployment: Deployment) -> bool:
     """Replicas that may have a container (one still waiting for a node or its files has none)."""
     no_container = [ReplicaState.GONE, ReplicaState.PENDING, ReplicaState.DOWNLOADING]
     return deployment.replicas.exclude(state__in=no_container).exists()
-
-
-def delete_now(ctx: ChangeContext, deployment: Deployment) -> None:
-    """Delete the row (the caller holds its lock and knows no replica is left)."""
-    record(
-        ctx,
-        "deleted",
-        deployment,
-        changes=diff(flatten_spec(current_spec(deployment)), {}),
-    )
-    deployment.delete()
 
 
 @transaction.atomic

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -27,6 +27,9 @@ from deployments.runtimes.custom import IMAGE_PATTERN
 from fleet.services import validate_labels
 from models_catalog.models import Variant
 from models_catalog.services import check_licence
+
+if TYPE_CHECKING:
+    from deployments.models import Deployment
 
 MAX_REPLICAS = 64
 MAX_ENV = 64
@@ -460,6 +463,14 @@ def template(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec without ``replicas``: what makes a revision different from another (scaling
     is not a revision, as in Kubernetes)."""
     return {key: value for key, value in spec.items() if key != "replicas"}
+
+
+def current_spec(deployment: Deployment) -> dict[str, Any]:
+    """The current revision's spec with the replica count wanted now."""
+    spec = deployment.spec
+    if spec:
+        spec["replicas"] = deployment.desired_replicas
+    return spec
 
 
 def same_containers(spec: dict[str, Any], other: dict[str, Any]) -> bool:

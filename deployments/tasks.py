@@ -7,8 +7,8 @@ import time
 
 from celery import shared_task
 
+from core.durations import timed  # also times every task (Celery signals)
 from deployments import reconcile_hooks, reconciler
-from monitoring.prometheus.durations import timed  # also times every task (Celery signals)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from deployments.choices import ReplicaState
 from deployments.filtersets import DeploymentFilterSet
 from deployments.forms import DeploymentEditForm, DeploymentForm, ScaleForm, initial_from_spec
 from deployments.models import Deployment, Replica
-from deployments.spec import SpecError, runtime_help
+from deployments.spec import SpecError, current_spec, runtime_help
 from models_catalog.models import Variant
 
 PAGE_SIZE = 50
@@ -71,7 +71,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     events = events_about(deployment, 30)
     context = {
         "deployment": deployment,
-        "spec": services.current_spec(deployment),
+        "spec": current_spec(deployment),
         "status": deployment.status,  # type: ignore[attr-defined]
         "replicas": deployment.live_replicas,  # type: ignore[attr-defined]
         "gone_replicas": gone,
@@ -134,7 +134,7 @@ def deployment_edit(request: HttpRequest, pk: int) -> HttpResponse:
     require_role(request, Role.OPERATOR)
     deployment = get_object_or_404(Deployment.objects.select_related("current_revision"), pk=pk)
     initial = initial_from_spec(
-        services.current_spec(deployment),
+        current_spec(deployment),
         version=deployment.version,
         revision_history_limit=deployment.revision_history_limit,
     )

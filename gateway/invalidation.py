@@ -8,6 +8,7 @@ lost message (or no Redis in the embedded mode) delays a change by at most that 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -15,13 +16,28 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "slm-fleet:gateway:changed"
 
+# This process's own gateways, told at once without waiting for the message. The seam is
+# inverted: gateway.runtime (which subscribes to CHANNEL, so sits above this module) adds
+# its ``local_gateway.invalidate`` here when it is imported; a process that never imported
+# it has no gateway to tell.
+_local_listeners: list[Callable[[], None]] = []
+
+
+def on_local_change(listener: Callable[[], None]) -> None:
+    """Call ``listener`` (from any thread) whenever this process publishes a change."""
+    if listener not in _local_listeners:
+        _local_listeners.append(listener)
+
+
+def _tell_local() -> None:
+    for listener in list(_local_listeners):
+        listener()
+
 
 def publish(reason: str) -> None:
     """Announce a change (called with ``transaction.on_commit``); never raises."""
     if not settings.REDIS_URL:
-        from gateway.runtime import local_gateway
-
-        local_gateway.invalidate()
+        _tell_local()
         return
     import redis
 
@@ -33,6 +49,4 @@ def publish(reason: str) -> None:
             client.close()
     except Exception:
         log.warning("could not announce a gateway change (%s); gateways see it on reload", reason)
-    from gateway.runtime import local_gateway
-
-    local_gateway.invalidate()  # this process's gateway, without waiting for the message
+    _tell_local()  # this process's gateway, without waiting for the message

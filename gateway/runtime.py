@@ -206,3 +206,6 @@ class Gateways:
 
 
 local_gateway = Gateways()
+# A change published by this process reaches its own gateways at once (the listener seam
+# of gateway.invalidation, which must not import this module).
+invalidation.on_local_change(local_gateway.invalidate)

@@ -29,7 +29,7 @@ from core.history import ChangeContext, record
 from core.jobs import Job, JobKind, JobState
 from core.services import reveal_secret
 from fleet.models import Node
-from models_catalog import store
+from models_catalog import references, store
 from models_catalog.models import ModelFile, NodeModel, Variant
 
 SOURCE_MIRROR = "mirror"
@@ -59,18 +59,6 @@ def active_job(kind: str, variant: Variant, node: Node | None = None) -> Job | N
     if node is not None:
         jobs = jobs.filter(node=node)
     return jobs.order_by("created_at").first()
-
-
-def in_use_by_replicas(node: Node, variant: Variant) -> bool:
-    """Whether a replica on ``node`` that is not gone serves ``variant``."""
-    from deployments.choices import ReplicaState
-    from deployments.models import Replica
-
-    return (
-        Replica.objects.filter(node=node, revision__variant=variant)
-        .exclude(state=ReplicaState.GONE)
-        .exists()
-    )
 
 
 # --- The fleet store ------------------------------------------------------------------------
@@ -236,7 +224,7 @@ def delete_from_node(ctx: ChangeContext, placed: NodeModel) -> Any:
             raise ConflictError(
                 f"{variant} is pinned on {node.name}; unpin it first if it should go."
             )
-        if in_use_by_replicas(node, variant):
+        if references.variant_in_use_on(node, variant):  # a replica (registered by deployments)
             raise ConflictError(
                 f"A running replica on {node.name} uses {variant}; scale that deployment "
                 "down or move it first."

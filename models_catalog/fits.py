@@ -1,4 +1,8 @@
-"""Footprints of catalog variants, and which nodes can run them now (the fits-on matrix)."""
+"""Footprints of catalog variants, and which nodes can run them now (the fits-on matrix).
+
+Free memory and what placed replicas reserve are the fleet's model of capacity
+(:mod:`fleet.capacity`), the one the scheduler (deployments.placement) places by.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.errors import ServiceError
+from fleet.capacity import CPU, GPU, gb, node_gpus, node_ram, reserved_bytes
 from fleet.choices import NodeState
 from fleet.models import Node
 from models_catalog.footprint import (
@@ -87,21 +92,6 @@ def variant_footprints(variant: Variant, contexts: list[int] | None = None) -> l
     )
 
 
-def reserved_bytes(node: Node, device: str, gpu_index: int | None = None) -> int:
-    """Memory that replicas placed on ``node`` hold on ``device`` ("cpu" RAM or one GPU).
-
-    The deployments app counts the replicas it placed there, so that two placements never
-    count the same free memory twice (deployments.placement.reserved_bytes explains how).
-    """
-    from deployments.placement import reserved_bytes as placed
-
-    return placed(node, device, gpu_index)
-
-
-def _gb(value: int) -> str:
-    return f"{value / 1e9:.1f} GB"
-
-
 def _unschedulable(node: Node) -> str | None:
     status = node.get_status()
     if status == NodeState.UNREACHABLE:
@@ -127,33 +117,29 @@ def _cell(node: Node, runtime: Runtime, need: Footprint) -> dict[str, Any]:
         "reason": "",
     }
     reason = _unschedulable(node)
-    inventory = node.inventory or {}
     if reason is None and need.total_bytes is None:
         reason = "footprint unknown: the model's config lacks layers, KV heads or head dim"
-    elif reason is None and runtime.device == "cpu":
-        available = (inventory.get("memory") or {}).get("available_bytes")
+    elif reason is None and runtime.device == CPU:
+        available, _total = node_ram(node)
         if available is None:
             reason = "node has reported no memory figures yet"
         else:
-            free = int(available) - reserved_bytes(node, "cpu")
+            free = available - reserved_bytes(node, CPU)
             cell["free_bytes"] = free
             if need.total_bytes > free:  # type: ignore[operator]
-                reason = f"needs {_gb(need.total_bytes)} RAM, node has {_gb(free)} free"  # type: ignore[arg-type]
+                reason = f"needs {gb(need.total_bytes)} RAM, node has {gb(free)} free"  # type: ignore[arg-type]
     elif reason is None:
-        gpus = [
-            (int(g.get("index", i)), int(g.get("memory_free_bytes") or 0))
-            for i, g in enumerate(inventory.get("gpus") or [])
-        ]
+        gpus = [(index, free) for index, free, _total in node_gpus(node)]
         if not gpus:
             reason = "node has no GPU"
         else:
-            free_by_gpu = [(free - reserved_bytes(node, "gpu", idx), idx) for idx, free in gpus]
+            free_by_gpu = [(free - reserved_bytes(node, GPU, idx), idx) for idx, free in gpus]
             best, index = max(free_by_gpu)
             cell["free_bytes"], cell["gpu_index"] = best, index
             if need.total_bytes > best:  # type: ignore[operator]
                 reason = (
-                    f"needs {_gb(need.total_bytes)} VRAM, "  # type: ignore[arg-type]
-                    f"largest free GPU has {_gb(best)}"
+                    f"needs {gb(need.total_bytes)} VRAM, "  # type: ignore[arg-type]
+                    f"largest free GPU has {gb(best)}"
                 )
     cell["fits"] = reason is None
     cell["reason"] = reason or ""
@@ -172,7 +158,7 @@ def fits_on(
 
     CPU runtimes need the footprint in free RAM (inventory ``memory.available_bytes``);
     GPU runtimes in one GPU's free memory (``gpus[].memory_free_bytes``), both minus what
-    placed replicas reserve (:func:`reserved_bytes`).
+    placed replicas reserve (:func:`fleet.capacity.reserved_bytes`).
     """
     choices = runtimes_for(variant.format)
     if runtime:

@@ -160,6 +160,6 @@ class NodeModel(models.Model):
         return f"{self.variant} on {self.node}"
 
 
-from models_catalog.quantize.models import VariantEvaluation  # noqa: E402
+from models_catalog.evaluations import VariantEvaluation  # noqa: E402
 
 __all__ = ["CatalogModel", "ModelFile", "NodeModel", "StoredBlob", "Variant", "VariantEvaluation"]

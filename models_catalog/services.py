@@ -17,7 +17,7 @@ from core.errors import ConflictError, ServiceError, check_version
 from core.history import ChangeContext, diff, record, snapshot
 from core.models import Setting
 from core.services import reveal_secret
-from models_catalog import hub
+from models_catalog import hub, references
 from models_catalog.choices import ParameterSource
 from models_catalog.fits import fits_on, reserved_bytes  # noqa: F401  (part of this API)
 from models_catalog.footprint import Architecture, architecture_from_config, estimate_parameters
@@ -300,15 +300,7 @@ def delete_model(ctx: ChangeContext, model: CatalogModel) -> None:
         raise ConflictError(
             f"Variants of {model.repo_id} are on nodes ({nodes}); remove them there first."
         )
-    from deployments.models import DeploymentRevision
-
-    used_by = sorted(
-        set(
-            DeploymentRevision.objects.filter(variant__model=model).values_list(
-                "deployment__name", flat=True
-            )
-        )
-    )
+    used_by = references.model_used_by(model)  # deployments (they register themselves)
     if used_by:
         raise ConflictError(
             f"Deployments use variants of {model.repo_id} ({', '.join(used_by)}), and their "

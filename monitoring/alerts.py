@@ -2,8 +2,8 @@
 
 Each :class:`Rule` holds the PromQL a Prometheus server evaluates (rendered into
 ``docker/prometheus/rules/fleet.yml`` by :func:`render_rules`; a test keeps the shipped file
-equal to it) and a Python check over the same :class:`~monitoring.prometheus.snapshot.FleetSnapshot`
-the ``/metrics`` exposition is built from, with the same thresholds (settings exported as
+equal to it) and a Python check over the same :class:`~monitoring.snapshot.FleetSnapshot` the
+``/metrics`` exposition is built from, with the same thresholds (settings exported as
 ``fleet_alert_threshold``). The console lists :func:`active_alerts`.
 
 A rule with a hold time (Prometheus ``for:``) is *pending* until its condition has held that
@@ -31,9 +31,10 @@ import yaml
 from django.conf import settings
 from django.urls import reverse
 
+from core.redis_client import redis_client
 from deployments.choices import RolloutState
 from fleet.choices import NodeState
-from monitoring.prometheus import snapshot as snap
+from monitoring import snapshot as snap
 
 log = logging.getLogger(__name__)
 
@@ -305,9 +306,14 @@ RULES: tuple[Rule, ...] = (
 
 # --- The console's view ----------------------------------------------------------------------
 def thresholds() -> dict[str, float]:
-    from monitoring.prometheus.collectors import alert_thresholds
-
-    return alert_thresholds()
+    """Thresholds the alert rules compare against, from settings (one place for both: the
+    exposition exports them as ``fleet_alert_threshold``)."""
+    return {
+        "queue_depth": float(settings.FLEET_ALERT_QUEUE_DEPTH),
+        "disk_free_min_percent": float(settings.FLEET_NODE_DISK_FREE_MIN_PERCENT),
+        "gpu_memory_max_percent": float(settings.FLEET_ALERT_GPU_MEMORY_PERCENT),
+        "slot_replacements": float(settings.FLEET_ALERT_CRASHLOOP_REPLACEMENTS),
+    }
 
 
 def active_alerts(fleet: snap.FleetSnapshot | None = None) -> list[ActiveAlert]:
@@ -351,7 +357,7 @@ def track_pending(
     if not getattr(settings, "REDIS_URL", ""):
         return found
     try:
-        client = snap.redis_client()
+        client = redis_client()
         for rule in RULES:
             if rule.check is None or rule.hold <= timedelta(0):
                 continue

@@ -9,8 +9,8 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.change_context import ChangeContext
 from core.errors import PreconditionFailed
-from core.history import ChangeContext
 
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 

@@ -12,8 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
+from core.change_context import ChangeContext
 from core.errors import ServiceError
-from core.history import ChangeContext
 from core.jobs import Job
 
 

@@ -14,6 +14,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core import services
+from core.change_context import ChangeContext
 from core.choices import Role
 from core.errors import ServiceError
 from core.forms import (
@@ -23,7 +24,6 @@ from core.forms import (
     UserCreateForm,
     UserEditForm,
 )
-from core.history import ChangeContext
 from core.models import ApiToken, Secret, User
 from core.views.mixins import SAFE_METHODS, require_role
 

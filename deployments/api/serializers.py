@@ -8,8 +8,8 @@ from rest_framework import serializers
 
 from core.api.base import ReasonField
 from deployments.models import STATUSES, Deployment, DeploymentRevision, Replica, Rollout
-from deployments.services import MAX_HISTORY_LIMIT, current_spec
-from deployments.spec import MAX_REPLICAS, DeploymentSpecSerializer
+from deployments.services import MAX_HISTORY_LIMIT
+from deployments.spec import MAX_REPLICAS, DeploymentSpecSerializer, current_spec
 
 
 @extend_schema_field(DeploymentSpecSerializer)

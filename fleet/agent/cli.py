@@ -21,11 +21,12 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from fleet.agent import worker
+from fleet.agent import worker  # noqa: F401  (registers the agent's tasks on runtime.app)
 from fleet.agent.client import ServerClient, ServerRefused, ServerUnreachable, backoff_delay
 from fleet.agent.docker_driver import DockerDriver
 from fleet.agent.inventory import collect_inventory
 from fleet.agent.metrics.collector import Collector, MetricsLoop
+from fleet.agent.runtime import Runtime, configure
 from fleet.agent.state import AgentState
 from fleet.agent.version import AGENT_VERSION
 
@@ -247,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ServerRefused, ServerUnreachable) as exc:  # the reconciler recovers them later
         log.warning("could not hand back earlier jobs now (%s); they resume after their lease", exc)
 
-    worker.Runtime.data_dir = args.data_dir
-    worker.Runtime.server = args.server
-    worker.Runtime.ca_file = args.ca_file
-    worker.Runtime.docker_url = args.docker_url
-    worker.Runtime.llama_cpp_tools = args.llama_cpp_tools
-    app = worker.configure(state)
+    Runtime.data_dir = args.data_dir
+    Runtime.server = args.server
+    Runtime.ca_file = args.ca_file
+    Runtime.docker_url = args.docker_url
+    Runtime.llama_cpp_tools = args.llama_cpp_tools
+    app = configure(state)
     heartbeats = Heartbeats(args, state)
     metrics = metrics_loop(args, state)
 

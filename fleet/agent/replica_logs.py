@@ -26,7 +26,7 @@ from typing import Any
 from fleet.agent import containers
 from fleet.agent.docker_driver import DockerDriver, translated_errors
 from fleet.agent.errors import AdapterError
-from fleet.agent.worker import Runtime, app
+from fleet.agent.runtime import Runtime, app
 
 log = logging.getLogger("fleet.agent")
 

@@ -10,84 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from celery import Celery
-
-from fleet.agent.client import ServerClient
+from fleet.agent import replica_logs  # noqa: F401  (registers fleet.agent.replica_logs)
 from fleet.agent.docker_driver import DockerDriver
+
+# ``app``, ``Runtime`` and ``configure`` live in fleet.agent.runtime (shared with the task
+# modules such as replica_logs); named here too, for ``from fleet.agent.worker import app``.
+from fleet.agent.runtime import Runtime as Runtime
+from fleet.agent.runtime import app as app
+from fleet.agent.runtime import configure as configure
 from fleet.agent.state import AgentState
 from fleet.agent.version import AGENT_VERSION
 
 log = logging.getLogger("fleet.agent")
-
-app = Celery("fleet-agent", fixups=[], set_as_current=True)
-
-
-class Runtime:
-    """What tasks need, set by the agent before the worker starts (inherited by forks)."""
-
-    data_dir: Path
-    server: str
-    ca_file: str | None = None
-    docker_url: str | None = None
-    llama_cpp_tools: str | None = None  # --llama-cpp-tools / FLEET_LLAMA_CPP_TOOLS
-
-    _client: ServerClient | None = None
-    _driver: DockerDriver | None = None
-
-    @classmethod
-    def client(cls) -> ServerClient:
-        """The server client of this process: one HTTP session (kept-alive connection)."""
-        state = AgentState.load(cls.data_dir)  # re-read: the credential may have been rotated
-        if state is None:
-            raise RuntimeError("the agent has no state; it must join first")
-        client = cls._client
-        if client is None or client.server != cls.server.rstrip("/"):
-            client = cls._client = ServerClient(cls.server, ca_file=cls.ca_file)
-        client.credential = state.credential
-        return client
-
-    @classmethod
-    def forget_client(cls) -> None:
-        client, cls._client = cls._client, None
-        if client is not None:
-            client.session.close()
-
-    @classmethod
-    def driver(cls) -> DockerDriver:
-        """The Docker driver of this process: connected (API version negotiated) once, not
-        per command; ``forget_driver`` after a failure makes the next command reconnect."""
-        if cls._driver is None:
-            cls._driver = DockerDriver(base_url=cls.docker_url, timeout=30)
-        return cls._driver
-
-    @classmethod
-    def forget_driver(cls) -> None:
-        driver, cls._driver = cls._driver, None
-        if driver is not None:
-            driver.close()
-
-
-def configure(state: AgentState) -> Celery:
-    app.conf.update(
-        broker_url=state.broker_url,
-        broker_transport_options=state.broker_transport_options or {},
-        broker_connection_retry_on_startup=True,
-        task_serializer="json",
-        accept_content=["json"],
-        result_backend=None,
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        task_default_queue=state.queue,
-        worker_send_task_events=False,
-        enable_utc=True,
-    )
-    return app
 
 
 @app.task(name="fleet.agent.probe", ignore_result=True)
@@ -235,6 +171,3 @@ def replica_stop(replica_id: int, container_name: str) -> None:
         replica_id, {"state": "stopped", "container_id": "", "error": "", "restarts": 0}
     )
     log.info("replica %s: container %s removed", replica_id, container_name)
-
-
-import fleet.agent.replica_logs  # noqa: E402, F401  (registers fleet.agent.replica_logs)

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from fleet.api import agent_jobs, agent_replicas, views
+from fleet.api import agent_jobs, views
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -34,10 +34,5 @@ urlpatterns = [
         "agent/jobs/<int:pk>/finish/",
         agent_jobs.AgentJobFinishView.as_view(),
         name="agent-job-finish",
-    ),
-    path(
-        "agent/replicas/<int:pk>/status/",
-        agent_replicas.AgentReplicaStatusView.as_view(),
-        name="agent-replica-status",
     ),
 ]

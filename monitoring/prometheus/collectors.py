@@ -1,6 +1,6 @@
 """The control plane's own Prometheus metrics, read from the database at scrape time.
 
-:class:`FleetCollector` takes one :class:`~monitoring.prometheus.snapshot.FleetSnapshot` per
+:class:`FleetCollector` takes one :class:`~monitoring.snapshot.FleetSnapshot` per
 scrape and yields every family below, including the empty ones (so a family's HELP and TYPE
 lines are always there and a dashboard or rule never points at a name that is not exported).
 Metric names are listed in :data:`FAMILIES`; docs/monitoring.md documents them.
@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from core.jobs import JobKind, JobState
 from deployments.choices import DeploymentState, ReplicaState, RolloutState
 from fleet.choices import NodeState
-from monitoring.prometheus import snapshot as snap
+from monitoring import alerts
+from monitoring import snapshot as snap
 from monitoring.prometheus.durations import SharedHistogramCollector
 
 FAMILIES: dict[str, str] = {
@@ -62,9 +63,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         fleet = snap.take()
-        from monitoring.alerts import track_pending
-
-        track_pending(fleet)  # the console's "for 5 minutes" follows the scrapes too
+        alerts.track_pending(fleet)  # the console's "for 5 minutes" follows the scrapes too
         yield from self.families(fleet)
         took = _gauge("fleet_metrics_collect_seconds")
         took.add_metric([], time.perf_counter() - started)
@@ -79,7 +78,7 @@ class FleetCollector(Collector):
         yield from self._jobs(fleet)
         yield from self._queues(fleet)
         thresholds = _gauge("fleet_alert_threshold", ("name",))
-        for name, value in alert_thresholds().items():
+        for name, value in alerts.thresholds().items():
             thresholds.add_metric([name], value)
         yield thresholds
 
@@ -190,16 +189,6 @@ class FleetCollector(Collector):
         if snap.broker_readable():  # the embedded file-system broker has no depths to read
             up.add_metric([], 0 if fleet.queue_error else 1)
         yield up
-
-
-def alert_thresholds() -> dict[str, float]:
-    """Thresholds the alert rules compare against, from settings (one place for both)."""
-    return {
-        "queue_depth": float(settings.FLEET_ALERT_QUEUE_DEPTH),
-        "disk_free_min_percent": float(settings.FLEET_NODE_DISK_FREE_MIN_PERCENT),
-        "gpu_memory_max_percent": float(settings.FLEET_ALERT_GPU_MEMORY_PERCENT),
-        "slot_replacements": float(settings.FLEET_ALERT_CRASHLOOP_REPLACEMENTS),
-    }
 
 
 FLEET_REGISTRY = CollectorRegistry(auto_describe=False)

@@ -1,107 +1,50 @@
-"""Reconcile and task durations, recorded where they happen, exported by the web process.
+"""Reconcile and task durations, exported by the web process (the exposition half).
 
-Reconcilers and tasks run in Celery workers; ``/metrics`` is served by the web process. A
-histogram kept in a worker's memory would never reach the scrape, so observations are added
-to a shared histogram in Redis (one hash per metric: a counter per label set and bucket, plus
-sum and count) and :class:`SharedHistogramCollector` turns the hashes into Prometheus
-histograms at scrape time. Counts only ever grow, so Prometheus' ``rate()`` and
-``histogram_quantile()`` work as with a client-side histogram.
-
-Recording never fails the work it measures: with no Redis (the embedded mode) or Redis down,
-the observation is dropped (and logged at debug level).
-
-* ``fleet_reconcile_duration_seconds{loop}``: :func:`timed` around a reconcile pass
-  (``deployment``, ``all``, ``jobs``).
-* ``fleet_task_duration_seconds{task,outcome}``: every Celery task of the control plane,
-  through Celery's ``task_prerun``/``task_postrun`` signals (connected when this module is
-  imported, which ``deployments.tasks`` does in every worker).
+The histograms are recorded where the work happens (:mod:`core.durations`: Celery workers
+add each observation to a hash in Redis); :class:`SharedHistogramCollector` turns those
+hashes into Prometheus histograms at scrape time.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
-from celery.signals import task_postrun, task_prerun
 from django.conf import settings
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from core.durations import BUCKETS, HISTOGRAMS, SharedHistogram
+from core.redis_client import redis_client
+
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "fleet:prometheus:histogram:"
-# Seconds; reconciles take milliseconds, downloads and other tasks can take minutes.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-
-def _escape(value: str) -> str:
-    return value.replace("\t", " ")
-
-
-class SharedHistogram:
-    """A Prometheus histogram whose counts live in Redis, shared by every process."""
-
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = labelnames
-        self.key = KEY_PREFIX + name
-
-    def observe(self, seconds: float, **labels: str) -> None:
-        if not getattr(settings, "REDIS_URL", ""):
-            return
-        labelkey = _escape(json.dumps([str(labels.get(n, "")) for n in self.labelnames]))
-        bucket = next((b for b in BUCKETS if seconds <= b), None)
+def family(histogram: SharedHistogram, raw: dict[bytes, bytes]) -> HistogramMetricFamily:
+    """One shared histogram's Redis hash as a Prometheus histogram (cumulative buckets)."""
+    family = HistogramMetricFamily(
+        histogram.name, histogram.documentation, labels=histogram.labelnames
+    )
+    series: dict[str, dict[str, float]] = {}
+    for field, value in raw.items():
+        labelkey, _, part = field.decode().rpartition("\t")
+        series.setdefault(labelkey, {})[part] = float(value)
+    for labelkey, parts in sorted(series.items()):
         try:
-            from monitoring.prometheus.snapshot import redis_client
-
-            with redis_client().pipeline(transaction=False) as pipe:
-                pipe.hincrby(self.key, f"{labelkey}\t{bucket if bucket else '+Inf'}", 1)
-                pipe.hincrby(self.key, f"{labelkey}\tcount", 1)
-                pipe.hincrbyfloat(self.key, f"{labelkey}\tsum", seconds)
-                pipe.execute()
-        except Exception as exc:
-            log.debug("recording %s failed: %s", self.name, exc)
-
-    def family(self, raw: dict[bytes, bytes]) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        series: dict[str, dict[str, float]] = {}
-        for field, value in raw.items():
-            labelkey, _, part = field.decode().rpartition("\t")
-            series.setdefault(labelkey, {})[part] = float(value)
-        for labelkey, parts in sorted(series.items()):
-            try:
-                values = [str(v) for v in json.loads(labelkey)]
-            except ValueError:
-                continue  # not ours
-            if len(values) != len(self.labelnames):
-                continue
-            cumulative = 0.0
-            buckets: list[tuple[str, float]] = []
-            for bound in BUCKETS:
-                cumulative += parts.get(str(bound), 0.0)
-                buckets.append((str(bound), cumulative))
-            buckets.append(("+Inf", parts.get("count", cumulative + parts.get("+Inf", 0.0))))
-            family.add_metric(values, buckets, parts.get("sum", 0.0))
-        return family
-
-
-RECONCILE = SharedHistogram(
-    "fleet_reconcile_duration_seconds",
-    "Time one reconcile pass took, by loop (deployment, all, jobs).",
-    ("loop",),
-)
-TASK = SharedHistogram(
-    "fleet_task_duration_seconds",
-    "Time a control-plane Celery task took, by task name and outcome (success, failure).",
-    ("task", "outcome"),
-)
-HISTOGRAMS = (RECONCILE, TASK)
+            values = [str(v) for v in json.loads(labelkey)]
+        except ValueError:
+            continue  # not ours
+        if len(values) != len(histogram.labelnames):
+            continue
+        cumulative = 0.0
+        buckets: list[tuple[str, float]] = []
+        for bound in BUCKETS:
+            cumulative += parts.get(str(bound), 0.0)
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", parts.get("count", cumulative + parts.get("+Inf", 0.0))))
+        family.add_metric(values, buckets, parts.get("sum", 0.0))
+    return family
 
 
 class SharedHistogramCollector(Collector):
@@ -111,8 +54,6 @@ class SharedHistogramCollector(Collector):
         raw: list[dict[bytes, bytes]] = [{} for _ in HISTOGRAMS]
         if getattr(settings, "REDIS_URL", ""):
             try:
-                from monitoring.prometheus.snapshot import redis_client
-
                 with redis_client().pipeline(transaction=False) as pipe:
                     for histogram in HISTOGRAMS:
                         pipe.hgetall(histogram.key)
@@ -120,50 +61,4 @@ class SharedHistogramCollector(Collector):
             except Exception as exc:
                 log.warning("reading shared histograms from Redis failed: %s", exc)
         for histogram, values in zip(HISTOGRAMS, raw, strict=True):
-            yield histogram.family(values)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def timed(loop: str) -> Callable[[F], F]:
-    """Decorator: record the wrapped reconcile pass in ``fleet_reconcile_duration_seconds``."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with observe(RECONCILE, loop=loop):
-                return func(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-@contextmanager
-def observe(histogram: SharedHistogram, **labels: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        histogram.observe(time.perf_counter() - started, **labels)
-
-
-_started: dict[str, float] = {}
-
-
-@task_prerun.connect(weak=False)
-def _task_started(task_id: str | None = None, **_: Any) -> None:
-    if task_id:
-        _started[task_id] = time.perf_counter()
-
-
-@task_postrun.connect(weak=False)
-def _task_finished(
-    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
-) -> None:
-    started = _started.pop(task_id or "", None)
-    if started is None or task is None:
-        return
-    outcome = "success" if state == "SUCCESS" else "failure"
-    TASK.observe(time.perf_counter() - started, task=str(task.name), outcome=outcome)
+            yield family(histogram, values)

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from core.choices import Role
 from core.views.mixins import require_role
-from monitoring import alerts, service_discovery
+from monitoring import alerts, service_discovery, snapshot
 from monitoring.prometheus.access import AUTHENTICATION, ScrapePermission
 from monitoring.prometheus.collectors import FLEET_REGISTRY
 
@@ -101,8 +101,6 @@ class AlertsView(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        from monitoring.prometheus import snapshot
-
         fleet = snapshot.take()
         active = alerts.active_alerts(fleet)
         return Response(
@@ -115,8 +113,6 @@ class AlertsView(APIView):
 
 # --- Pages ---------------------------------------------------------------------------------
 def _context() -> dict[str, object]:
-    from monitoring.prometheus import snapshot
-
     fleet = snapshot.take()
     active = alerts.active_alerts(fleet)
     return {

@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from deployments import reconciler as reconciler_module
 from deployments.models import Deployment, Replica
-from deployments.reconciler import apply_replica_report, reconcile_deployment
+from deployments.reconciler import reconcile_deployment
+from deployments.replica_reports import apply_replica_report
 from fleet.choices import NodeState
 from fleet.models import Node
 from tests.deployments.e2e import docker_client, stage  # noqa: F401

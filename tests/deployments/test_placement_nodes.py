@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deployments import placement
 from deployments.choices import ReplicaState
 from deployments.models import Replica
 from deployments.placement import Demand, allocate_port, demand_for, place
 from deployments.spec import normalize_spec
+from fleet import capacity
 from fleet.choices import NodeState
 from fleet.models import Node
 from models_catalog.fits import fits_on
@@ -229,7 +229,7 @@ def test_catalog_fits_on_counts_placed_replicas(operator_user):
     host = Node.objects.get(pk=host.pk)  # a new request: the reservations are read per node
     after = fits_on(variant, [4096], nodes=[host])["nodes"][0]["cells"][0]
     assert after["free_bytes"] == 4 * GB
-    assert placement.reserved_bytes(host, "cpu") == 12 * GB
+    assert capacity.reserved_bytes(host, "cpu") == 12 * GB
 
 
 def test_a_bad_port_range_fails_at_start_naming_the_variable(tmp_path):

@@ -19,7 +19,7 @@ from core.jobs import Job, JobState
 from deployments import services
 from deployments.choices import DeploymentState, ReplicaState, RolloutState
 from deployments.models import Deployment, Replica, Rollout
-from deployments.reconciler import apply_replica_report
+from deployments.replica_reports import apply_replica_report
 from deployments.rollouts import LIVE
 from fleet.choices import NodeState
 from models_catalog.models import NodeModel

@@ -311,7 +311,7 @@ def test_a_change_nudges_a_worker_when_another_pass_holds_the_deployment(
     import psycopg
     from django.db import connection
 
-    from deployments.reconciler import LOCK_CLASS
+    from deployments.reconcile_pass import LOCK_CLASS
 
     deployment = deploy(operator_user, "qwen", gguf_variant())
     params = connection.get_connection_params()

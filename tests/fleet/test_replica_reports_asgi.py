@@ -1,5 +1,6 @@
-"""Agents' replica reports through the ASGI fast path (``fleet.asgi_reports``), driven through
-``config.asgi.application`` itself, and answered exactly as the DRF view answers them."""
+"""Agents' replica reports through the ASGI fast path (``deployments.asgi_reports``), driven
+through ``config.asgi.application`` itself, and answered exactly as the DRF view answers
+them."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from core.history import ChangeContext
+from deployments import asgi_reports
 from deployments import services as deployment_services
 from deployments.choices import ReplicaState
 from deployments.models import Replica
-from fleet import asgi_reports
 from fleet import services as fleet_services
 from tests.deployments.builders import gguf_variant, qwen
 from tests.fleet.test_nodes_asgi import call

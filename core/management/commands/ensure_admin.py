@@ -8,9 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core import services
+from core.change_context import ChangeContext
 from core.choices import Role
 from core.errors import ServiceError
-from core.history import ChangeContext
 from core.models import User
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from core import services
+from core.change_context import ChangeContext
 from core.crypto import DecryptionError
-from core.history import ChangeContext
 
 
 class Command(BaseCommand):

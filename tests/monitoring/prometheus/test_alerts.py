@@ -13,11 +13,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from core.redis_client import redis_client
 from deployments.choices import ReplicaState, RolloutState
 from deployments.models import Deployment, Replica, Rollout
 from fleet.choices import NodeState
 from monitoring import alerts
-from monitoring.prometheus import snapshot
 from tests.deployments.builders import GiB, bare_deployment, gguf_variant, gpu, node, qwen
 from tests.monitoring.prometheus.promserver import SHIPPED_RULES, PrometheusServer, scrape_job
 
@@ -94,7 +94,7 @@ def troubled_fleet(admin: Any) -> dict[str, Any]:
 
 
 def backlog(queue: str, messages: int) -> None:
-    client = snapshot.redis_client()
+    client = redis_client()
     client.delete(queue)
     if messages:
         client.rpush(queue, *[b"{}"] * messages)
@@ -130,7 +130,7 @@ def console(active: list[alerts.ActiveAlert]) -> set[tuple[str, frozenset]]:
 
 @pytest.fixture
 def clean_pending() -> Any:
-    client = snapshot.redis_client()
+    client = redis_client()
     keys = [alerts.PENDING_KEY + rule.name for rule in alerts.RULES]
     client.delete(*keys)
     yield
@@ -177,7 +177,7 @@ def test_the_console_lists_each_condition_with_a_link(
         assert {a["rule"] for a in body["alerts"]} == {name for name, _ in expected(fleet)}
 
         # a backlog seen for longer than the hold time fires
-        client = snapshot.redis_client()
+        client = redis_client()
         key = alerts.PENDING_KEY + "FleetQueueDepthHigh"
         field = alerts._labelkey({"queue": queue})
         client.hset(key, field, repr((timezone.now() - timedelta(minutes=6)).timestamp()))

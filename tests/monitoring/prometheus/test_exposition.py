@@ -12,15 +12,16 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.env import EnvReader
+from core import redis_client as shared_redis
 from core.choices import TokenScope
+from core.durations import RECONCILE, TASK
 from core.jobs import JobKind
 from deployments.choices import ReplicaState, RolloutState
 from deployments.models import Deployment, Replica, Rollout
 from deployments.runtimes import get_adapter
 from fleet.choices import NodeState
 from fleet.models import Node
-from monitoring.prometheus import snapshot
-from monitoring.prometheus.durations import RECONCILE, TASK
+from monitoring import snapshot
 from tests.deployments.builders import GiB, bare_deployment, gguf_variant, gpu, node, qwen
 
 METRICS = "/metrics"
@@ -228,7 +229,7 @@ def test_metrics_describe_the_fleet(api_client_for, personas) -> None:
 def test_queue_depth_is_read_from_the_broker(api_client_for, personas, settings) -> None:
     fleet = populate(personas["admin"])
     queue = f"node.{fleet['big'].pk}"
-    client = snapshot.redis_client()
+    client = shared_redis.redis_client()
     client.delete(queue, f"{queue}\x06\x163")
     try:
         client.rpush(queue, *[b"{}"] * 7)
@@ -239,11 +240,11 @@ def test_queue_depth_is_read_from_the_broker(api_client_for, personas, settings)
     finally:
         client.delete(queue, f"{queue}\x06\x163")
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    snapshot._clients.clear()
+    shared_redis._clients.clear()
     try:
         found = samples(api_client_for("viewer").get(METRICS).content.decode())
     finally:
-        snapshot._clients.clear()
+        shared_redis._clients.clear()
     assert value(found, "fleet_broker_up") == 0
     assert not [k for k in found if k[0] == "fleet_queue_depth"]
 
@@ -354,8 +355,8 @@ def test_without_a_redis_broker_queues_are_not_reported_and_not_an_alert(
     assert not [k for k in found if k[0] in ("fleet_queue_depth", "fleet_broker_up")]
     assert "FleetBrokerUnreadable" not in {a.rule for a in alerts.active_alerts()}
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # configured, but nothing listens there
-    snapshot._clients.clear()
+    shared_redis._clients.clear()
     try:
         assert "FleetBrokerUnreadable" in {a.rule for a in alerts.active_alerts()}
     finally:
-        snapshot._clients.clear()
+        shared_redis._clients.clear()

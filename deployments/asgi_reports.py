@@ -3,8 +3,8 @@
 ``POST /api/v1/agent/replicas/<id>/status/`` ends every replica start: the agent's "healthy"
 is the moment a deployment serves. Django's middleware stack and DRF's request handling cost
 about as much as applying the report itself, so this handler does only what the DRF view
-(fleet.api.agent_replicas, kept as the reference and for the API schema) does: the node
-credential, the same serializer, :func:`deployments.reconciler.apply_replica_report`, and
+(deployments.api.agent_replicas, kept as the reference and for the API schema) does: the node
+credential, the same serializer, :func:`deployments.replica_reports.apply_replica_report`, and
 answers in the API's error shape (core.api.exceptions). The database work runs on a small
 thread pool, off the event loop.
 """
@@ -39,8 +39,8 @@ def _error(exc: exceptions.APIException) -> Answer:
 
 def _apply(credential: str | None, replica_id: int, body: bytes) -> Answer:
     """Everything the DRF view does, on a worker thread with its own DB connection."""
-    from deployments.reconciler import apply_replica_report
-    from fleet.api.agent_replicas import ReplicaStatusSerializer
+    from deployments.api.agent_replicas import ReplicaStatusSerializer
+    from deployments.replica_reports import apply_replica_report
     from fleet.services import authenticate_node
 
     close_old_connections()

@@ -129,7 +129,7 @@ class Command(BaseCommand):
 
         from django.utils import timezone
 
-        from core.history import ChangeContext
+        from core.change_context import ChangeContext
         from fleet import services
         from fleet.agent.state import STATE_FILE
 

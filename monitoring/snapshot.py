@@ -1,8 +1,9 @@
 """What the fleet looks like right now, read from PostgreSQL (and queue depths from Redis).
 
-One :class:`FleetSnapshot` feeds both the Prometheus exposition (:mod:`.collectors`) and the
-console's active alerts (:mod:`monitoring.alerts`), so a rule in ``docker/prometheus/rules``
-and the console judge the same numbers. A snapshot costs a fixed number of queries however
+One :class:`FleetSnapshot` feeds both the Prometheus exposition
+(:mod:`monitoring.prometheus.collectors`) and the console's active alerts
+(:mod:`monitoring.alerts`), so a rule in ``docker/prometheus/rules`` and the console judge
+the same numbers. A snapshot costs a fixed number of queries however
 many nodes, replicas or jobs there are (guarded by a test).
 """
 
@@ -18,6 +19,7 @@ from django.db.models import Count, F, OuterRef, Subquery
 from django.utils import timezone
 
 from core.jobs import Job
+from core.redis_client import redis_client
 from deployments.choices import ReplicaState
 from deployments.models import Deployment, Replica, Rollout
 from fleet.choices import NodeState
@@ -276,21 +278,6 @@ def broker_readable() -> bool:
     return bool(getattr(settings, "REDIS_URL", ""))
 
 
-_clients: dict[str, Any] = {}
-
-
-def redis_client() -> Any:
-    """One Redis client per URL and process (connection pooling is the client's)."""
-    import redis
-
-    url = str(settings.REDIS_URL)
-    client = _clients.get(url)
-    if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        _clients[url] = client
-    return client
-
-
 def _int(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -315,7 +302,6 @@ __all__ = [
     "RolloutRow",
     "SlotChurn",
     "heartbeat_age",
-    "redis_client",
     "reports_inventory",
     "take",
 ]

@@ -1,8 +1,8 @@
 """Agent endpoint for replicas: a node reports the state of one of its replica containers.
 
 Node credential only, and a node sees only its own replicas: another node's replica (or an
-unknown id) answers 404. The report is applied by the deployment reconciler, which ignores
-stale or duplicate reports, and nudges a reconcile pass.
+unknown id) answers 404. The report is applied by :mod:`deployments.replica_reports`, which
+ignores stale or duplicate reports, and nudges a reconcile pass.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from deployments.replica_reports import apply_replica_report
 from fleet.authentication import IsNode, NodeCredentialAuthentication
 from fleet.models import Node
 
@@ -43,8 +44,6 @@ class AgentReplicaStatusView(APIView):
         },
     )
     def post(self, request: Request, pk: int) -> Response:
-        from deployments.reconciler import apply_replica_report
-
         serializer = ReplicaStatusSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         node = request.auth

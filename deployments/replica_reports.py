@@ -18,8 +18,6 @@ from deployments.reconcile_hooks import nudge
 from deployments.rollouts import RUNNING
 from fleet.models import Node
 
-REPORTED_STATES = ("starting", "healthy", "failed", "stopped")
-
 
 def apply_replica_report(node: Node, replica_id: int, data: dict[str, Any]) -> Replica | None:
     """An agent's report on one of its replicas; stale or duplicate reports change nothing."""

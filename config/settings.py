@@ -1,7 +1,8 @@
 """SLM Fleet settings: one module, driven by environment variables.
 
-Embedded mode (no DATABASE_URL / REDIS_URL): SQLite and a file-system broker under
-FLEET_STATE_DIR, generated secrets persisted there with mode 0600. Production
+Embedded mode (no DATABASE_URL / REDIS_URL): SQLite under FLEET_STATE_DIR and the Valkey server
+runfleet starts there (a file-system broker for a process started without it), generated
+secrets persisted there with mode 0600. Production
 (FLEET_ENV=production): PostgreSQL + Redis and every secure setting on; required variables
 missing or malformed stop the process at start with a message naming the variable.
 """
@@ -16,6 +17,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from config import process
+from config.broker import broker
 from config.env import EnvReader, persistent_secret
 
 env = EnvReader()
@@ -245,9 +247,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 600.0},
     },
 }
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = broker(REDIS_URL, STATE_DIR)
 if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
@@ -255,18 +256,10 @@ if REDIS_URL:
         }
     }
 else:
-    # Embedded mode: a broker on the local file system lets the separate web, worker and
-    # beat processes share queues without Redis (see docs/decisions.md).
-    _broker_dir = STATE_DIR / "broker"
-    for _folder in ("queue", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://localhost//"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-    }
+    # No REDIS_URL: runfleet starts a Valkey server for the embedded mode and hands its URL to
+    # web, worker and beat (fleet/embedded_valkey.py). A process started without it (a bare
+    # manage.py command, or where no Valkey binary exists) gets a file-system broker and an
+    # in-process layer: its live updates reach only its own browsers (docs/decisions.md).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # The broker URL handed to joining agents (they consume their own queue on it). Defaults to

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -85,6 +86,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("FLEET_LLAMA_CPP_TOOLS"),
         help="folder with llama.cpp's tools and convert_hf_to_gguf.py, for quantize jobs "
         "(or FLEET_LLAMA_CPP_TOOLS; see docs/quantization.md)",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=None,
+        help="consume orders from this broker instead of the one the control plane named at "
+        "join time (stored with the node's state; the embedded mode's local node gets it)",
+    )
+    parser.add_argument(
+        "--broker-transport-options",
+        type=json.loads,
+        default=None,
+        help="the broker's transport options as a JSON object (with --broker-url)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -225,6 +238,24 @@ def check_addresses(environ: Mapping[str, str]) -> None:
             ) from None
 
 
+def use_broker(
+    state: AgentState, url: str | None, options: dict[str, Any] | None, data_dir: Path
+) -> bool:
+    """``--broker-url``: consume from ``url`` from now on (saved with the state). True when it
+    changed what was stored."""
+    if not url or (url == state.broker_url and (options or {}) == state.broker_transport_options):
+        return False
+    log.info(
+        "orders now come from a %s broker (was %s)",
+        url.split(":")[0],
+        state.broker_url.split(":")[0],
+    )
+    state.broker_url = url
+    state.broker_transport_options = options or {}
+    state.save(data_dir)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     check_addresses(os.environ)
@@ -238,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     state = AgentState.load(args.data_dir)
     if state is None or state.server.rstrip("/") != args.server.rstrip("/"):
         state = join(args, client, docker)
+    use_broker(state, args.broker_url, args.broker_transport_options, args.data_dir)
     docker.close()
 
     client.credential = state.credential

@@ -1,11 +1,16 @@
 """Run the embedded product: web (ASGI), Celery worker, Celery beat and the local node's agent.
 
-Ctrl-C (SIGINT) or SIGTERM stops all three cleanly; if one of them dies, the others are
-stopped too and the command exits non-zero, so a supervisor (systemd, a terminal) sees it.
+Without a REDIS_URL it first starts a Valkey server (fleet/embedded_valkey.py) and hands its
+URL to all of them, so they share one broker and one Channels layer as production's processes
+do. Ctrl-C (SIGINT) or SIGTERM stops them all cleanly, Valkey last; if one of them dies, the
+others are stopped too and the command exits non-zero, so a supervisor (systemd, a terminal)
+sees it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +19,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from config.broker import broker
+from fleet.embedded_valkey import EmbeddedValkey, ValkeyUnavailable
 
 STOP_TIMEOUT_S = 20
 
@@ -29,6 +37,12 @@ class Command(BaseCommand):
             "--no-local-node",
             action="store_true",
             help="do not run an agent that joins this machine as node 'local'",
+        )
+        parser.add_argument(
+            "--no-valkey",
+            action="store_true",
+            help="without REDIS_URL, do not start Valkey: a file-system broker, and live "
+            "updates reach browsers only from the web process",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -78,8 +92,6 @@ class Command(BaseCommand):
                 str(state / "celerybeat-schedule"),
             ],
         }
-        if not options["no_local_node"]:
-            commands["agent"] = self.local_agent_command(options["host"], options["port"])
         stopping = False
 
         def request_stop(signum: int, frame: Any) -> None:
@@ -89,10 +101,19 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
 
+        environ = dict(os.environ)
+        valkey = None if settings.REDIS_URL or options["no_valkey"] else self.start_valkey()
+        if valkey is not None:
+            environ["REDIS_URL"] = valkey.url
+        if not options["no_local_node"]:
+            commands["agent"] = self.local_agent_command(
+                options["host"], options["port"], broker(environ.get("REDIS_URL", ""), state)
+            )
+
         children: dict[str, subprocess.Popen[bytes]] = {}
         for name, command in commands.items():
             # Own session: a terminal's Ctrl-C reaches only us, and we stop them in order.
-            children[name] = subprocess.Popen(command, start_new_session=True)
+            children[name] = subprocess.Popen(command, start_new_session=True, env=environ)
             self.stdout.write(f"started {name} (pid {children[name].pid})")
         self.stdout.write(
             self.style.SUCCESS(
@@ -103,6 +124,16 @@ class Command(BaseCommand):
         self.stdout.flush()
         failed = None
         while not stopping:
+            if (
+                valkey is not None
+                and valkey.process is not None
+                and valkey.process.poll() is not None
+            ):
+                failed = (
+                    f"valkey exited with status {valkey.process.returncode} "
+                    f"({valkey.log_tail() or 'no log'}; full log: {valkey.log_path})"
+                )
+                break
             for name, child in list(children.items()):
                 if child.poll() is None:
                     continue
@@ -119,12 +150,34 @@ class Command(BaseCommand):
             time.sleep(0.3)
         self.stdout.write("stopping web, worker and beat…")
         self._stop_all(children)
+        if valkey is not None:
+            valkey.stop()
         if failed:
             raise CommandError(f"{failed}; everything was stopped. See its log lines above.")
         self.stdout.write("stopped.")
 
-    def local_agent_command(self, host: str, port: int) -> list[str]:
-        """The embedded mode's own node: an agent that joins this machine as ``local``."""
+    def start_valkey(self) -> EmbeddedValkey | None:
+        valkey = EmbeddedValkey(settings.STATE_DIR / "valkey")
+        try:
+            valkey.start()
+        except ValkeyUnavailable as exc:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"Valkey is not running ({exc}). Falling back to a file-system broker: "
+                    "live updates from the worker, beat and agent will not reach browsers."
+                )
+            )
+            return None
+        assert valkey.process is not None
+        self.stdout.write(f"started valkey (pid {valkey.process.pid}) on {valkey.socket_path}")
+        return valkey
+
+    def local_agent_command(
+        self, host: str, port: int, agent_broker: tuple[str, dict[str, object]]
+    ) -> list[str]:
+        """The embedded mode's own node: an agent that joins this machine as ``local``.
+
+        It is told the broker every time: its stored one may be from an earlier mode."""
         from datetime import timedelta
 
         from django.utils import timezone
@@ -144,6 +197,10 @@ class Command(BaseCommand):
             "local",
             "--data-dir",
             str(data_dir),
+            "--broker-url",
+            agent_broker[0],
+            "--broker-transport-options",
+            json.dumps(agent_broker[1]),
         ]
         if not (data_dir / STATE_FILE).exists():
             _, key = services.create_join_token(

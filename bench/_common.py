@@ -313,19 +313,28 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
-def run_bench(bench: Any, started: float) -> int:
-    """``bench.run()`` then ``bench.cleanup()``; prints the JSON line (with ``wall_s`` since
-    ``started``, or the error). The exit status: 0, or 1 when the run failed."""
+def run_bench(bench: Any, started: float, needs: Sequence[str] = ("postgres", "redis")) -> int:
+    """``bench.run()`` then ``bench.cleanup()``, with the services in ``needs`` checked or started
+    first (bench/_services.py); prints the JSON line (with ``wall_s`` since ``started``, or the
+    error). The exit status: 0, or 1 when the run failed."""
+    from _services import Missing, services
+
     result: dict[str, Any]
     code = 0
     try:
-        result = bench.run()
+        with services(*needs, log=log):
+            try:
+                result = bench.run()
+            finally:
+                bench.cleanup()
+    except Missing as exc:
+        log(f"cannot run: {exc}")
+        result = {"error": str(exc)}
+        code = 1
     except BaseException as exc:
         log(f"benchmark failed: {exc.__class__.__name__}: {exc}")
         result = {"error": f"{exc.__class__.__name__}: {exc}"}
         code = 1
-    finally:
-        bench.cleanup()
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result))
     return code

@@ -454,7 +454,7 @@ def main() -> int:
         help="replicas on the last CPU, gateway and client on the others (production topology)",
     )
     started = time.monotonic()
-    return run_bench(Bench(parser.parse_args()), started)
+    return run_bench(Bench(parser.parse_args()), started, needs=("postgres", "redis", "docker"))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ from _common import (  # noqa: E402
     wait_for,
 )
 from _download_support import REDIS_URL  # noqa: E402
+from _services import Missing, services  # noqa: E402
 
 TARGETS = {"overhead_p50_ms": 500.0, "ratio_p50": 1.3}
 REPO_ID = "bench/tiny-llama-gguf"
@@ -510,12 +511,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bench = Bench(args)
     try:
-        bench.prepare()
-        bench.start_processes()
-        bench.seed_model()
-        figures = bench.run()
-    finally:
-        bench.cleanup()
+        with services("postgres", "redis", "docker", log=log):
+            try:
+                bench.prepare()
+                bench.start_processes()
+                bench.seed_model()
+                figures = bench.run()
+            finally:
+                bench.cleanup()
+    except Missing as exc:
+        log(f"cannot run: {exc}")
+        print(json.dumps({"error": str(exc), "ok": False}), flush=True)
+        return 1
     print(json.dumps(figures), flush=True)
     return 0 if figures["ok"] else 1
 

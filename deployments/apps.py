@@ -6,8 +6,9 @@ class DeploymentsConfig(AppConfig):
     verbose_name = "Deployments"
 
     def ready(self) -> None:
+        from core import overview as core_overview
         from core.history import register_target_url
-        from deployments import catalog_references, placement
+        from deployments import catalog_references, overview, placement
         from fleet import capacity
         from models_catalog import references
 
@@ -20,3 +21,6 @@ class DeploymentsConfig(AppConfig):
             variant_on_node=catalog_references.replicas_serve,
             model=catalog_references.deployments_using,
         )
+
+        core_overview.register_tiles(20, "deployments", overview.tiles)
+        core_overview.register_steps(10, "deployments", overview.steps)

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core import diff_names
 from core.choices import Role
 from core.errors import ServiceError
 from core.history import ChangeContext, events_about
@@ -90,10 +91,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _diff_rows(changes: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"field": field, "before": change.get("before"), "after": change.get("after")}
-        for field, change in (changes or {}).items()
-    ]
+    return diff_names.rows(changes)
 
 
 def _form_page(request: HttpRequest, form: DeploymentForm, **context: Any) -> HttpResponse:

@@ -4,6 +4,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from core import diff_names
 from core.filtersets import HistoryEventFilterSet
 from core.models import HistoryEvent
 
@@ -24,4 +25,8 @@ def history_list(request: HttpRequest) -> HttpResponse:
 
 def history_detail(request: HttpRequest, pk: int) -> HttpResponse:
     event = get_object_or_404(HistoryEvent, pk=pk)
-    return render(request, "core/history_detail.html", {"event": event})
+    return render(
+        request,
+        "core/history_detail.html",
+        {"event": event, "change_rows": diff_names.rows(event.changes)},
+    )

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from core import overview as overview_figures
 from core.models import ApiToken, HistoryEvent, Secret, User
 
 
@@ -20,7 +21,16 @@ def overview(request: HttpRequest) -> HttpResponse:
         "changes_24h": HistoryEvent.objects.filter(occurred_at__gte=since).count(),
     }
     recent = HistoryEvent.objects.all()[:10]
-    return render(request, "core/overview.html", {"counts": counts, "recent": recent})
+    return render(
+        request,
+        "core/overview.html",
+        {
+            "counts": counts,
+            "recent": recent,
+            "tiles": overview_figures.tiles(),
+            "steps": overview_figures.steps(),
+        },
+    )
 
 
 def jobs(request: HttpRequest) -> HttpResponse:

@@ -194,9 +194,11 @@
         if (max !== null) element.dataset.max = String(max);
         const empty = element.parentElement.querySelector('[data-chart-empty]');
         if (empty) empty.hidden = drawn > 0;
+        element.hidden = drawn === 0;  // the short message alone, not an empty frame above it
         const key = lines.map((l) => l.label).join('|');
         let slot = this.plots[index];
         if (!window.uPlot) return;
+        if (drawn === 0 && !slot) return;  // drawn once there is something to draw
         if (!slot || slot.key !== key) {
           if (slot) slot.plot.destroy();
           const opts = {

@@ -155,3 +155,38 @@ def test_viewer_gets_the_not_allowed_page_for_user_management(
     # The page keeps the console frame (navigation, signed-in user).
     assert page.inner_text("[data-testid=current-user]") == "victor"
     screenshot("viewer-users-403")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_page_at_desktop_and_phone_width(
+    transactional_db, live_server, browser, admin_user, password, width
+):
+    """A full-page screenshot of each page (var/test/artifacts/screenshots/<page>-<width>.png):
+    nothing overflows sideways, and on a wide screen the sidebar's colour runs the whole page."""
+    from tests.browser.conftest import DEFAULT_TIMEOUT_MS, SCREENSHOTS
+
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    page.js_errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda error: page.js_errors.append(str(error)))  # type: ignore[attr-defined]
+    try:
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", admin_user.username)
+        page.fill("#id_password", password)
+        with page.expect_navigation():
+            page.click("form button[type=submit]")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for name, heading, url_path in NAV:
+            response = page.goto(f"{live_server.url}{url_path}")
+            assert_page_ok(page, response, url_path, heading)
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{url_path} at {width} px scrolls sideways by {overflow} px"
+            if width > 760:
+                painted = page.evaluate("getComputedStyle(document.body).backgroundImage")
+                assert "linear-gradient" in painted, (url_path, painted)
+    finally:
+        context.close()

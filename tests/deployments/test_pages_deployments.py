@@ -233,3 +233,39 @@ def test_actions_scale_rollback_and_delete(operator_client, operator_user):
     response = operator_client.post(url, {"action": "delete"})
     assert response["Location"] == "/deployments/"
     assert not Deployment.objects.filter(pk=deployment.pk).exists()
+
+
+def test_a_revision_diff_and_its_history_event_name_the_variant(operator_client, operator_user):
+    from core.models import HistoryEvent
+    from models_catalog.models import ModelFile, Variant
+
+    first = gguf_variant()
+    weights = ModelFile.objects.create(
+        model=first.model, path="qwen-q8_0.gguf", size=first.size, sha256="b" * 64
+    )
+    second = Variant.objects.create(
+        model=first.model, name="qwen-q8_0.gguf", format="gguf", quantization="Q8_0", size=1000
+    )
+    second.files.set([weights])
+    deployment = deploy(operator_user, "named-diff", first, replicas=1)
+    services.update_spec(
+        ChangeContext.for_user(operator_user, reason="q8"), deployment, {"variant": second.pk}
+    )
+    page = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
+    assert f"{first} (#{first.pk})" in page and f"{second} (#{second.pk})" in page
+    event = HistoryEvent.objects.filter(
+        target_type="deployments.deployment", target_id=str(deployment.pk), verb="updated"
+    ).latest("id")
+    assert event.changes["variant"] == {"before": first.pk, "after": second.pk}  # ids stored
+    history = operator_client.get(f"/history/{event.pk}/").content.decode()
+    assert f"{second} (#{second.pk})" in history
+
+
+def test_charts_without_samples_show_one_message_and_no_frame(viewer_client, operator_user):
+    deployment = _running(operator_user)
+    page = viewer_client.get(f"/deployments/{deployment.pk}/").content.decode()
+    assert "No samples yet." in page
+    # The plot's box stays hidden until charts.js has points to draw in it.
+    assert 'data-chart="0"' in page and 'data-names="' in page
+    chart_div = page[page.index('data-chart="0"') :].split(">", 1)[0]
+    assert chart_div.endswith(" hidden"), chart_div

@@ -32,14 +32,18 @@ def test_running_services_pass_and_a_running_engine_is_left_alone(bench_services
 
 def test_a_missing_tool_says_in_one_line_what_to_run_first(bench_services, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no wrk, no dockerd there
-    with pytest.raises(bench_services.Missing, match="run scripts/test once") as missing:
-        with bench_services.services("wrk"):
-            pass
+    with (
+        pytest.raises(bench_services.Missing, match="run scripts/test once") as missing,
+        bench_services.services("wrk"),
+    ):
+        pass
     assert "\n" not in str(missing.value)
 
 
 def test_a_closed_port_names_the_service(bench_services, monkeypatch):
     monkeypatch.setitem(bench_services.PORTS, "postgres", ("PostgreSQL", 9))  # discard: closed
-    with pytest.raises(bench_services.Missing, match=r"PostgreSQL is not reachable on 127.0.0.1:9"):
-        with bench_services.services("postgres"):
-            pass
+    with (
+        pytest.raises(bench_services.Missing, match=r"PostgreSQL is not reachable on 127.0.0.1:9"),
+        bench_services.services("postgres"),
+    ):
+        pass

@@ -33,7 +33,11 @@ def test_run_command_serves_the_console_and_stops_on_ctrl_c(tmp_path):
     log_path = tmp_path / "run.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    proc = start(embedded_environ(state_dir, port, ADMIN_PASSWORD), log_path)
+    # A machine without Docker: the run still starts, and says how to get it.
+    env = embedded_environ(
+        state_dir, port, ADMIN_PASSWORD, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock"
+    )
+    proc = start(env, log_path)
     try:
         ready = wait_until_ready(proc, base_url, log_path)
         assert ready["checks"] == {"database": "ok", "broker": "ok"}, (ready, read_log(log_path))
@@ -42,6 +46,8 @@ def test_run_command_serves_the_console_and_stops_on_ctrl_c(tmp_path):
         assert (state_dir / "fleet.sqlite3").exists(), read_log(log_path)
         assert (state_dir / "valkey" / "valkey.sock").is_socket(), read_log(log_path)
         assert f"on {state_dir / 'valkey' / 'valkey.sock'}" in read_log(log_path)
+        assert "No Docker engine is reachable here" in read_log(log_path)
+        assert "apt-get install docker.io" in read_log(log_path)
         deadline = time.monotonic() + 30  # the worker consumes from it too
         while "Connected to redis+socket://" not in read_log(log_path):
             assert time.monotonic() < deadline, read_log(log_path)

@@ -106,6 +106,7 @@ class Command(BaseCommand):
         if valkey is not None:
             environ["REDIS_URL"] = valkey.url
         if not options["no_local_node"]:
+            self.say_if_no_docker()
             commands["agent"] = self.local_agent_command(
                 options["host"], options["port"], broker(environ.get("REDIS_URL", ""), state)
             )
@@ -155,6 +156,19 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(f"{failed}; everything was stopped. See its log lines above.")
         self.stdout.write("stopped.")
+
+    def say_if_no_docker(self) -> None:
+        """The local node runs replicas in Docker; without an engine, say how to get one."""
+        problem = docker_problem()
+        if problem:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"No Docker engine is reachable here ({problem}). The node 'local' joins "
+                    "but cannot run replicas: install Docker (Debian or Ubuntu: apt-get install "
+                    "docker.io; macOS or Windows: Docker Desktop), start it, and the node's next "
+                    "heartbeat says so. The console's overview says the same."
+                )
+            )
 
     def start_valkey(self) -> EmbeddedValkey | None:
         valkey = EmbeddedValkey(settings.STATE_DIR / "valkey")
@@ -227,3 +241,21 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name} did not stop in {STOP_TIMEOUT_S} s; killing it")
                 child.kill()
                 child.wait()
+
+
+def docker_problem() -> str:
+    """Empty when the Docker engine (from the environment, as the agent finds it) answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=3)
+    except DockerException as exc:
+        return str(exc).split("\n")[0][:200]
+    try:
+        client.ping()
+    except DockerException as exc:
+        return str(exc).split("\n")[0][:200]
+    finally:
+        client.close()
+    return ""

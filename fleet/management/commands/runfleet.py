@@ -244,18 +244,12 @@ class Command(BaseCommand):
 
 
 def docker_problem() -> str:
-    """Empty when the Docker engine (from the environment, as the agent finds it) answers."""
-    import docker
-    from docker.errors import DockerException
+    """Empty when the Docker engine answers (found as the agent finds it), else why not."""
+    from fleet.agent.docker_driver import DockerDriver
 
+    driver = DockerDriver(timeout=3)
     try:
-        client = docker.from_env(timeout=3)
-    except DockerException as exc:
-        return str(exc).split("\n")[0][:200]
-    try:
-        client.ping()
-    except DockerException as exc:
-        return str(exc).split("\n")[0][:200]
+        info = driver.engine_info()
     finally:
-        client.close()
-    return ""
+        driver.close()
+    return "" if info.get("reachable") else str(info.get("error") or "no answer")[:200]

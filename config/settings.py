@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    # last: it wraps the view in the transaction that also records the Idempotency-Key
+    "core.idempotency.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -217,6 +219,10 @@ CELERY_BEAT_SCHEDULE = {
     "clear-expired-sessions": {
         "task": "core.tasks.clear_expired_sessions",
         "schedule": crontab(minute=17),
+    },
+    "purge-idempotency-keys": {
+        "task": "core.tasks.purge_idempotency_keys",
+        "schedule": crontab(minute=47),
     },
     "fleet-liveness-sweep": {
         "task": "fleet.tasks.sweep_liveness",
@@ -484,6 +490,10 @@ if env.boolean("FLEET_SECURE_PROXY_SSL_HEADER", False):
 # --- Product settings -----------------------------------------------------------------------
 # How often a token's last-used time is written (seconds): avoids a write per request.
 FLEET_TOKEN_LAST_USED_RESOLUTION = env.integer("FLEET_TOKEN_LAST_USED_RESOLUTION", 60, minimum=0)
+# How long an Idempotency-Key's answer is kept for a retry (core/idempotency.py).
+FLEET_IDEMPOTENCY_TTL_SECONDS = env.integer(
+    "FLEET_IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60, maximum=7 * 86400
+)
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.choice("FLEET_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

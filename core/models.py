@@ -200,6 +200,16 @@ class Setting(VersionedModel):
         return self.key
 
 
+from core.idempotency import IdempotencyRecord  # noqa: E402  (with its middleware)
 from core.jobs import Job  # noqa: E402  (the jobs base lives in its own module)
 
-__all__ = ["ApiToken", "HistoryEvent", "Job", "Secret", "Setting", "User", "VersionedModel"]
+__all__ = [
+    "ApiToken",
+    "HistoryEvent",
+    "IdempotencyRecord",
+    "Job",
+    "Secret",
+    "Setting",
+    "User",
+    "VersionedModel",
+]

@@ -11,6 +11,13 @@ def clear_expired_sessions() -> None:
     call_command("clearsessions")
 
 
+@shared_task(name="core.tasks.purge_idempotency_keys", ignore_result=True)
+def purge_idempotency_keys() -> int:
+    from core.idempotency import purge_expired
+
+    return purge_expired()
+
+
 @shared_task(name="core.tasks.reconcile_jobs", ignore_result=True)
 @timed("jobs")
 def reconcile_jobs() -> None:

@@ -29,9 +29,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+
+from core.models import IdempotencyRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +45,12 @@ KEPT_HEADERS = ("Content-Type", "Location", "ETag", "Allow", "Retry-After")
 NOT_KEPT = {409, 429}
 
 
-class IdempotencyRecord(models.Model):
-    """One key's first request (hashed) and its answer."""
-
-    principal = models.CharField(max_length=64)
-    key = models.CharField(max_length=255)
-    request_hash = models.CharField(max_length=64)
-    method = models.CharField(max_length=8)
-    path = models.CharField(max_length=500)
-    status = models.PositiveSmallIntegerField(null=True)
-    headers = models.JSONField(default=dict)
-    body = models.BinaryField(default=b"")
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        app_label = "core"
-        constraints = [
-            models.UniqueConstraint(fields=["principal", "key"], name="idempotency_key_once")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path} ({self.key})"
-
-    def replay(self) -> HttpResponse:
-        response = HttpResponse(bytes(self.body), status=self.status or 200)
-        for name, value in self.headers.items():
-            response[name] = value
-        response[REPLAYED] = "true"
-        return response
+def replay(record: IdempotencyRecord) -> HttpResponse:
+    response = HttpResponse(bytes(record.body), status=record.status or 200)
+    for name, value in record.headers.items():
+        response[name] = value
+    response[REPLAYED] = "true"
+    return response
 
 
 def request_hash(request: HttpRequest) -> str:
@@ -178,7 +157,7 @@ class IdempotencyMiddleware:
                     409, f"The first request with this {HEADER} was answered with a stream."
                 )
             log.info("replaying %s %s for %s", earlier.method, earlier.path, principal)
-            return earlier, earlier.replay()
+            return earlier, replay(earlier)
         raise IntegrityError(f"could not claim {HEADER} {json.dumps(key)}")
 
 

@@ -200,7 +200,29 @@ class Setting(VersionedModel):
         return self.key
 
 
-from core.idempotency import IdempotencyRecord  # noqa: E402  (with its middleware)
+class IdempotencyRecord(models.Model):
+    """One key's first request (hashed) and its answer."""
+
+    principal = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    status = models.PositiveSmallIntegerField(null=True)
+    headers = models.JSONField(default=dict)
+    body = models.BinaryField(default=b"")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["principal", "key"], name="idempotency_key_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} ({self.key})"
+
+
 from core.jobs import Job  # noqa: E402  (the jobs base lives in its own module)
 
 __all__ = [

@@ -13,23 +13,25 @@ from fleet.models import Node
 
 def tiles() -> list[Tile]:
     nodes = list(Node.objects.only("state", "last_heartbeat_at", "inventory", "name"))
-    states = Counter(node.get_status() for node in nodes)
-    ready = states[NodeState.READY]
-    unreachable = states[NodeState.UNREACHABLE]
-    pending = states[NodeState.PENDING]
-    hints = [text for count, text in ((unreachable, "unreachable"), (pending, "pending")) if count]
+    status = {node.pk: node.get_status() for node in nodes}  # judged once per node
+    states = Counter(status.values())
+    ready, unreachable = states[NodeState.READY], states[NodeState.UNREACHABLE]
+    hint = ", ".join(
+        f"{states[state]} {state}"
+        for state in (NodeState.UNREACHABLE, NodeState.PENDING)
+        if states[state]
+    )
     node_tile = Tile(
         "nodes",
         "Nodes ready",
         f"{ready} / {len(nodes)}",
         "/nodes/?status=unreachable" if unreachable else "/nodes/",
-        ", ".join(f"{states[NodeState(h)]} {h}" for h in hints)
-        or ("no node has joined yet" if not nodes else "all ready"),
+        hint or ("no node has joined yet" if not nodes else "all ready"),
         "bad" if unreachable else ("ok" if nodes else ""),
     )
     total = free = gpus = 0
     for node in nodes:
-        if node.get_status() != NodeState.READY:
+        if status[node.pk] != NodeState.READY:
             continue
         for gpu in (node.inventory or {}).get("gpus") or []:
             gpus += 1

@@ -185,6 +185,11 @@ FLEET_ORPHAN_GRACE_SECONDS = env.integer("FLEET_ORPHAN_GRACE_SECONDS", 60, minim
 FLEET_REPLICA_RESEND_SECONDS = env.integer("FLEET_REPLICA_RESEND_SECONDS", 15, minimum=2)
 # How long one start order waits for health on the node (the agent runs one order at a time).
 FLEET_REPLICA_START_WAIT_SECONDS = env.integer("FLEET_REPLICA_START_WAIT_SECONDS", 10, minimum=1)
+# A scale-down drains a replica first (gateways stop routing to it, its requests finish);
+# its container is stopped once no gateway has requests on it, or after this long.
+FLEET_DRAIN_SECONDS = env.integer("FLEET_DRAIN_SECONDS", 60, minimum=0)
+# How often (ms) the autoscaler looks at every autoscaled deployment (beat; docs/autoscaling.md).
+FLEET_AUTOSCALE_MS = env.integer("FLEET_AUTOSCALE_MS", 1000, minimum=200)
 
 
 def _port_range(name: str, default: str) -> tuple[int, int]:
@@ -240,6 +245,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "deployments.tasks.reconcile_all",
         "schedule": float(FLEET_RECONCILE_SECONDS),
         "options": {"expires": float(FLEET_RECONCILE_SECONDS)},
+    },
+    # Autoscaled deployments: signals read, desired replica counts set (docs/autoscaling.md).
+    "autoscale-deployments": {
+        "task": "deployments.tasks.autoscale",
+        "schedule": FLEET_AUTOSCALE_MS / 1000,
+        "options": {"expires": FLEET_AUTOSCALE_MS / 1000},
     },
     # Metric samples: 1-minute rollups, partitions ahead, retention (monitoring/tasks.py).
     "monitoring-rollups": {

@@ -148,6 +148,10 @@ class Replica(models.Model):
     available_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Set while a scale-down drains it (stopping, its container not yet told to stop): the
+    # gateways stop routing to it first and its requests finish; stopped by this time at
+    # the latest (FLEET_DRAIN_SECONDS).
+    drain_until = models.DateTimeField(null=True, blank=True)
     # The container's log lines last fetched ("<timestamp> <line>", oldest first), kept here
     # so they outlive the container (deployments/logs.py); when they were last merged in.
     last_logs = models.TextField(blank=True)

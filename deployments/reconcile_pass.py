@@ -17,7 +17,7 @@ from django.db import connection
 
 from core.history import ChangeContext
 from core.jobs import Job, JobState
-from deployments import rollouts
+from deployments import rollouts, traffic
 from deployments.choices import ReplicaState
 from deployments.deletion import delete_now
 from deployments.live_updates import deployment_payload, push, replica_payload, rollout_payload
@@ -31,6 +31,8 @@ LOCK_CLASS = 0x5EED  # advisory-lock namespace of deployment reconciles (objid =
 NODE_SWEEP_LOCK = 0  # objid of the node-level sweep
 OBSERVATION_MARGIN_S = 2.0  # an inventory must be this much newer than a start to judge it
 SYSTEM = ChangeContext.system("reconciler")
+# Replicas gateways send requests to (answering health, or proven available).
+ROUTABLE = (ReplicaState.HEALTHY, ReplicaState.AVAILABLE)
 
 
 # --- Locking -------------------------------------------------------------------------------
@@ -58,6 +60,7 @@ class Pass:
         self.changed_rollouts: dict[int, Any] = {}  # id(rollout) -> rollout (new ones unsaved)
         self.deployment_changed = False
         self.delete_deployment = False
+        self.routing_changed = False  # a replica became routable or stopped being so
 
     # observation ----------------------------------------------------------------------
     def observe(self) -> None:
@@ -140,8 +143,40 @@ class Pass:
         elif replica.state == ReplicaState.STOPPING:
             if replica.node_id is None or not replica.container_name:
                 self.set_state(replica, ReplicaState.GONE, replica.reason)
+            elif replica.drain_until is not None:
+                self._drain(replica)
             else:
                 send_stop(replica.pk, replica.node_id, replica.container_name, now=self.now)
+
+    def _drain(self, replica: Replica) -> None:
+        """A draining replica stops once no gateway may route to it or has requests on it,
+        or at its drain deadline."""
+        assert replica.drain_until is not None and replica.node_id is not None
+        started = replica.drain_until - timedelta(seconds=settings.FLEET_DRAIN_SECONDS)
+        if self.now < replica.drain_until and replica.pk in traffic.still_busy(
+            {replica.pk: started.timestamp()}
+        ):
+            return
+        replica.drain_until = None
+        self.changed[replica.pk] = replica
+        send_stop(replica.pk, replica.node_id, replica.container_name, now=self.now, force=True)
+
+    def undrain(self, replicas: int, is_current: Any) -> None:
+        """A scale-up while a scale-down drains: the draining replicas of the current
+        revision in the slots wanted again serve again (their containers never stopped)."""
+        taken = {r.slot for r in self.live()}
+        for replica in self.replicas:
+            if (
+                replica.state == ReplicaState.STOPPING
+                and replica.drain_until is not None
+                and replica.slot < replicas
+                and replica.slot not in taken
+                and is_current(replica)
+            ):
+                replica.drain_until = None
+                state = ReplicaState.AVAILABLE if replica.available_at else ReplicaState.HEALTHY
+                self.set_state(replica, state, "")
+                taken.add(replica.slot)
 
     def _observe_download(self, replica: Replica) -> None:
         job = (
@@ -183,6 +218,8 @@ class Pass:
     def set_state(self, replica: Replica, state: str, reason: str) -> None:
         if replica.state == state and replica.reason == reason:
             return
+        if (replica.state in ROUTABLE) != (state in ROUTABLE):
+            self.routing_changed = True
         if state != ReplicaState.STARTING:
             forget_sends(replica.pk)
         replica.state = state
@@ -197,9 +234,21 @@ class Pass:
         self.set_state(replica, ReplicaState.STARTING, "")
         send_start(replica, now=self.now, force=True)
 
-    def stop(self, replica: Replica, reason: str) -> None:
+    def stop(self, replica: Replica, reason: str, *, drain: bool = False) -> None:
+        """Stop a replica; with ``drain`` (a scale-down) a routable one first leaves the
+        gateways' tables and finishes its requests (:meth:`_drain`)."""
         if replica.state in (ReplicaState.PENDING, ReplicaState.DOWNLOADING):
             self.set_state(replica, ReplicaState.GONE, reason)
+            return
+        if (
+            drain
+            and replica.state in ROUTABLE
+            and replica.node_id is not None
+            and replica.container_name
+            and settings.FLEET_DRAIN_SECONDS > 0
+        ):
+            self.set_state(replica, ReplicaState.STOPPING, reason)
+            replica.drain_until = self.now + timedelta(seconds=settings.FLEET_DRAIN_SECONDS)
             return
         self.set_state(replica, ReplicaState.STOPPING, reason)
         if replica.node_id is not None and replica.container_name:
@@ -213,6 +262,8 @@ class Pass:
 
     def finish(self) -> None:
         deployment_id = self.deployment.pk
+        if self.routing_changed:
+            traffic.routing_changed(f"replicas of deployment {deployment_id}")
         for replica in self.changed.values():
             replica.save()
             push(deployment_id, "replica", replica_payload(replica))

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from deployments import traffic
 from deployments.choices import ReplicaState
 from deployments.live_updates import push, replica_payload
 from deployments.models import Replica
@@ -39,6 +40,7 @@ def apply_replica_report(node: Node, replica_id: int, data: dict[str, Any]) -> R
         replica.last_seen_at = now
         if state == "healthy" and replica.state == ReplicaState.STARTING:
             replica.state, replica.reason, replica.healthy_since = ReplicaState.HEALTHY, "", now
+            traffic.routing_changed(f"replica {replica.pk} healthy")
         elif state == "failed" and replica.state in RUNNING:
             replica.state = ReplicaState.FAILED
             replica.reason = str(data.get("error") or "the container failed")[:4000]

@@ -52,6 +52,7 @@ def reconcile_desired(p: Pass) -> None:
         moving = node is not None and (node.draining or node.maintenance)
         return keys[replica.revision_id] == key and not moving
 
+    p.undrain(rules.replicas, is_current)
     decided = plan(
         p.live(),
         is_current=is_current,
@@ -60,7 +61,8 @@ def reconcile_desired(p: Pass) -> None:
         max_unavailable=rules.max_unavailable,
     )
     for replica in decided.stop:
-        p.stop(replica, _stop_reason(replica, target, rules, is_current))
+        reason = _stop_reason(replica, target, rules, is_current)
+        p.stop(replica, reason, drain=replica.slot >= rules.replicas)
     for replica in p.live():
         if replica.state == ReplicaState.PENDING and replica.node_id is None:
             new_replicas.place_and_start(p, replica)

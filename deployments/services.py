@@ -28,6 +28,7 @@ from django.utils import timezone
 from core.errors import ConflictError, ServiceError, check_version
 from core.history import ChangeContext, clean_reason, diff, record
 from deployments import reconcile_hooks, reconciler
+from deployments.autoscaling import is_autoscaled, policy_of
 from deployments.choices import DeploymentState, ReplicaState
 from deployments.deletion import delete_now
 from deployments.models import Deployment, DeploymentRevision
@@ -236,6 +237,11 @@ def update_spec(
         new = spec_changes if replace else merge_spec(current, spec_changes)
         normalized = normalize_spec(new)
         replicas = normalized["replicas"]
+        if is_autoscaled(normalized) and is_autoscaled(current):
+            asked = spec_changes.get("replicas")
+            if asked is not None and asked != deployment.desired_replicas:
+                _refuse_manual_scale(deployment, policy_of(current).describe())
+            replicas = policy_of(normalized).clamp(deployment.desired_replicas)
         if template(normalized) != template(current):
             before = deployment.current_revision
             revision = _new_revision(ctx, deployment, normalized, current, ctx.reason)
@@ -243,6 +249,8 @@ def update_spec(
             fields.append("current_revision")
     elif "replicas" in spec_changes:
         replicas = _check_replicas(spec_changes["replicas"])
+        if replicas != deployment.desired_replicas and is_autoscaled(current):
+            _refuse_manual_scale(deployment, policy_of(current).describe())
     if replicas != deployment.desired_replicas:
         if replicas > deployment.desired_replicas and "revision" not in changes:
             _refuse_unlicensed(deployment.current_revision.variant, "replicas")  # type: ignore[union-attr]
@@ -276,11 +284,22 @@ def _check_replicas(replicas: Any) -> int:
     return replicas
 
 
+def _refuse_manual_scale(deployment: Deployment, policy: str) -> None:
+    raise ConflictError(
+        f"Deployment {deployment.name} is {policy}: the autoscaler sets its replica count. "
+        "Change autoscaling.min_replicas / max_replicas in its spec, or turn autoscaling off "
+        "(autoscaling.enabled = false) to scale by hand.",
+        field="replicas",
+    )
+
+
 def _scale(ctx: ChangeContext, deployment: Deployment, replicas: Any) -> Deployment:
     replicas = _check_replicas(replicas)
     before = deployment.desired_replicas
     if replicas == before:
         return deployment
+    if is_autoscaled(deployment.spec):
+        _refuse_manual_scale(deployment, policy_of(deployment.spec).describe())
     if replicas > before and deployment.current_revision is not None:
         _refuse_unlicensed(deployment.current_revision.variant, "replicas")
     deployment.desired_replicas = replicas
@@ -296,6 +315,52 @@ def scale(
 ) -> Deployment:
     """Set the desired replica count (no new revision; scaling up checks the licence)."""
     return _scale(ctx, _locked(deployment, expected_version), replicas)
+
+
+AUTOSCALER = "autoscaler"
+
+
+@transaction.atomic
+def autoscale(
+    deployment_id: int,
+    replicas: int,
+    *,
+    reason: str,
+    figures: dict[str, Any],
+    from_replicas: int | None = None,
+) -> bool:
+    """The autoscaler's change of the desired count (one "scaled" event, actor autoscaler,
+    with the figures that drove it). Nothing happens when the deployment is no longer
+    autoscaled, is being deleted, or (``from_replicas``) changed count meanwhile."""
+    deployment = (
+        Deployment.objects.select_for_update(of=("self",))
+        .select_related("current_revision")
+        .filter(pk=deployment_id, deletion_requested_at__isnull=True)
+        .first()
+    )
+    if deployment is None or not is_autoscaled(deployment.spec):
+        return False
+    before = deployment.desired_replicas
+    replicas = policy_of(deployment.spec).clamp(replicas)
+    if replicas == before or (from_replicas is not None and before != from_replicas):
+        return False
+    if replicas > before:
+        reason_refused = check_licence(deployment.current_revision.variant)  # type: ignore[union-attr]
+        if reason_refused:
+            return False
+    deployment.desired_replicas = replicas
+    _save(deployment, "desired_replicas")
+    _act_now(deployment.pk)  # before the history event: its orders go first on commit
+    record(
+        ChangeContext.system(AUTOSCALER, reason=reason),
+        "scaled",
+        deployment,
+        changes={
+            "replicas": {"before": before, "after": replicas},
+            "autoscaler": {"before": None, "after": figures},
+        },
+    )
+    return True
 
 
 @transaction.atomic

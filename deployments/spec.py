@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.errors import ServiceError
+from deployments.autoscaling import AutoscalingSerializer, check_policy, normalized_defaults
 from deployments.choices import PlacementStrategy, Runtime
 from deployments.runtimes import get_adapter
 from deployments.runtimes.base import ArgumentError, RuntimeAdapter
@@ -64,6 +65,7 @@ SPEC_KEYS = (
     "port",
     "env",
     "strategy",
+    "autoscaling",
 )
 # What the containers of a revision are made from. A change of anything else but
 # ``replicas`` (the update strategy) is still a revision, with nothing to restart for it.
@@ -273,12 +275,17 @@ class DeploymentSpecSerializer(StrictSerializer):
         help_text="Plain environment variables (no secrets).",
     )
     strategy = StrategySerializer(default=dict)
+    autoscaling = AutoscalingSerializer(
+        default=dict,
+        help_text="Off by default; when on, the autoscaler sets the replica count "
+        "(docs/autoscaling.md).",
+    )
 
     def to_internal_value(self, data: Any) -> Any:
         # Nested parts that are absent get their defaults filled in by their own serializer.
         if isinstance(data, dict):
             data = {
-                **{key: {} for key in ("resources", "placement", "strategy")},
+                **{key: {} for key in ("resources", "placement", "strategy", "autoscaling")},
                 **{k: v for k, v in data.items() if v is not None or k == "port"},
             }
         return super().to_internal_value(data)
@@ -331,6 +338,17 @@ class DeploymentSpecSerializer(StrictSerializer):
         if gpu_error:
             errors["resources"] = {"gpus": gpu_error}
         attrs["resources"] = resources
+        policy = dict(attrs["autoscaling"])
+        policy_errors = check_policy(
+            policy, adapter, attrs["runtime_args"], int(resources.get("gpus") or 0)
+        )
+        if policy_errors:
+            errors["autoscaling"] = policy_errors
+        attrs["autoscaling"] = policy
+        if policy["enabled"] and not policy_errors:
+            attrs["replicas"] = max(
+                policy["min_replicas"], min(policy["max_replicas"], attrs["replicas"])
+            )
         if errors:
             raise serializers.ValidationError(errors)
         memory_error = _memory_limit_error(variant, adapter, attrs)
@@ -470,6 +488,7 @@ def current_spec(deployment: Deployment) -> dict[str, Any]:
     spec = deployment.spec
     if spec:
         spec["replicas"] = deployment.desired_replicas
+        spec.setdefault("autoscaling", normalized_defaults())  # revisions made before it
     return spec
 
 

@@ -27,3 +27,11 @@ def reconcile_deployment(deployment_id: int, sent_at: float | None = None) -> No
 @timed("all")
 def reconcile_all() -> None:
     reconciler.reconcile_all()
+
+
+@shared_task(name="deployments.tasks.autoscale", ignore_result=True)
+@timed("autoscale")
+def autoscale() -> None:
+    from deployments import autoscaler
+
+    autoscaler.tick()

@@ -16,3 +16,7 @@ class GatewayConfig(AppConfig):
 
         core_overview.register_tiles(50, "gateway", overview.tiles)
         core_overview.register_steps(20, "gateway", overview.steps)
+
+        from gateway import signals
+
+        signals.connect()

@@ -71,6 +71,18 @@ class DeploymentFigures:
     samples: deque[tuple[float, float, bool]] = field(
         default_factory=lambda: deque(maxlen=MAX_SAMPLES)
     )  # (monotonic end, seconds, error)
+    # Requests held by the activator (the deployment is at zero, a replica is starting).
+    held: int = 0
+    # Concurrency (in flight + held) integrated over time since the last take (autoscaler).
+    area: float = 0.0
+    marked: float = field(default_factory=time.monotonic)
+    window_started: float = field(default_factory=time.monotonic)
+    window_requests: int = 0
+
+    def mark(self) -> None:
+        now = time.monotonic()
+        self.area += (self.in_flight + self.held) * (now - self.marked)
+        self.marked = now
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -115,8 +127,35 @@ class LiveStats:
         return counter
 
     def started(self, deployment: str) -> None:
-        self._figures(deployment).in_flight += 1
+        figures = self._figures(deployment)
+        figures.mark()
+        figures.in_flight += 1
+        figures.window_requests += 1
         self._series(deployment)[0].inc()
+
+    def hold(self, deployment: str, change: int) -> None:
+        """A request held at zero (+1) or let go (-1)."""
+        figures = self._figures(deployment)
+        figures.mark()
+        figures.held += change
+        if change > 0:
+            figures.window_requests += 1
+
+    def take_concurrency(self) -> dict[str, dict[str, float]]:
+        """Per deployment, the mean concurrency (in flight + held) since the last take, and
+        whether any request came meanwhile; starts the next window."""
+        now = time.monotonic()
+        taken: dict[str, dict[str, float]] = {}
+        for name, figures in self.deployments.items():
+            figures.mark()
+            seconds = max(1e-6, now - figures.window_started)
+            taken[name] = {
+                "concurrency": round(figures.area / seconds, 4),
+                "held": figures.held,
+                "window_requests": figures.window_requests,
+            }
+            figures.area, figures.window_started, figures.window_requests = 0.0, now, 0
+        return taken
 
     def finished(
         self,
@@ -132,6 +171,7 @@ class LiveStats:
     ) -> None:
         figures = self._figures(deployment)
         if in_flight:
+            figures.mark()
             figures.in_flight -= 1
             self._series(deployment)[0].dec()
         figures.requests += 1

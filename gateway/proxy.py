@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from gateway.activator import Refused
 from gateway.metrics import EJECTIONS, RETRIES, TTFB
 from gateway.responses import send_error, send_json
 from gateway.runtime import Gateway, local_gateway
@@ -337,6 +338,29 @@ async def _proxy(
         )
         return
     deployment, endpoints = _choose_deployment(gateway, table, route.targets)
+    cold = table.cold_start.get(deployment or "")
+    if not endpoints and cold is not None:
+        assert deployment is not None
+        try:
+            endpoints = await gateway.activator.hold(deployment, cold)
+        except Refused as refused:
+            _refuse(gateway, key, 503, f"cold_start_{refused.why}", started, deployment)
+            retry = max(1, round(cold.timeout_s / 4))
+            why = (
+                f"{cold.queue} requests already wait for it"
+                if refused.why == "queue_full"
+                else f"no replica was ready within {cold.timeout_s:g} s"
+            )
+            await send_error(
+                send,
+                503,
+                f"The model {model!r} is starting (it was scaled to zero): {why}; retry "
+                f"after {retry} s.",
+                "model_starting",
+                retry_after=retry,
+                request_id=request_id,
+            )
+            return
     if not endpoints:
         retry = max(1, round(gateway.pool.eject_seconds))
         _refuse(gateway, key, 503, "no_replica", started, deployment or "-")

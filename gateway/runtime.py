@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from gateway import invalidation
+from gateway.activator import Activator
 from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import LiveStats
 from gateway.pool import ReplicaPool
@@ -30,7 +31,7 @@ from gateway.usage import UsageRecorder
 log = logging.getLogger(__name__)
 
 LIVE_KEY = "slm-fleet:gw:live"
-LIVE_PUBLISH_S = 2.0
+LIVE_PUBLISH_S = 1.0  # also the autoscaler's concurrency window (gateway/signals.py)
 LIVE_STALE_S = 10.0
 UNKNOWN_KEY_RELOAD_S = 0.25  # an unknown key reloads the table at most this often
 
@@ -54,6 +55,9 @@ class Gateway:
         self.upstream: Pool | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.started = False
+        self.table_at = 0.0  # epoch seconds of the last table load (drains wait for it)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.activator = Activator(self)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -62,7 +66,7 @@ class Gateway:
             settings.FLEET_GATEWAY_READ_TIMEOUT_SECONDS,
             settings.FLEET_GATEWAY_POOL_SIZE,
         )
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._refresh_forever())]
         if self.redis_url:
             self.tasks.append(loop.create_task(self._listen_forever()))
@@ -77,11 +81,19 @@ class Gateway:
             await self.upstream.close()
         await self.limiter.close()
         self.executor.shutdown(wait=False)
+        self.activator.close()
 
     # --- routing table ------------------------------------------------------------------
     def invalidate(self) -> None:
-        """Keys or aliases changed (may be called from any thread)."""
+        """Keys, aliases or routable replicas changed (may be called from any thread)."""
         self.stale = True
+        if self.activator.waiting and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._reload_soon)
+
+    def _reload_soon(self) -> None:
+        """Reload now (held requests wait for a replica to appear in the table)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def reload(self) -> None:
         """Load a fresh table (one load at a time; callers share an in-flight one)."""
@@ -92,8 +104,11 @@ class Gateway:
     async def _reload(self) -> None:
         self.last_reload_started = time.monotonic()
         self.stale = False
+        loaded_at = time.time()
         table = await asyncio.get_running_loop().run_in_executor(self.executor, load_table)
         self.table = table
+        self.table_at = loaded_at
+        self.activator.table_changed()
         self.pool.forget_missing(
             {e.replica_id for endpoints in table.endpoints.values() for e in endpoints}
         )
@@ -129,6 +144,8 @@ class Gateway:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.stale = True
+                        if self.activator.waiting:
+                            self._reload_soon()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -156,6 +173,12 @@ class Gateway:
             "at": time.time(),
             "deployments": self.stats.summary(),
             "ejected_replicas": self.pool.ejected(),
+            "table_at": self.table_at,
+            "outstanding": {
+                str(rid): stats.outstanding
+                for rid, stats in self.pool.stats.items()
+                if stats.outstanding
+            },
         }
 
     async def _publish_forever(self) -> None:
@@ -169,7 +192,9 @@ class Gateway:
                 await asyncio.sleep(LIVE_PUBLISH_S)
                 try:
                     async with client.pipeline(transaction=False) as pipe:
-                        pipe.hset(LIVE_KEY, self.instance, json.dumps(self.live_summary()))
+                        summary = self.live_summary()
+                        summary["autoscale"] = self.stats.take_concurrency()
+                        pipe.hset(LIVE_KEY, self.instance, json.dumps(summary))
                         pipe.expire(LIVE_KEY, 60)
                         await pipe.execute()
                 except Exception as exc:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.db import close_old_connections
 
+from deployments.autoscaling import is_autoscaled, policy_of
 from deployments.choices import DeploymentState, ReplicaState
 from deployments.models import Deployment, Replica
 
@@ -56,12 +57,22 @@ class Route:
     is_alias: bool
 
 
+@dataclass(frozen=True)
+class ColdStart:
+    """How an autoscaled deployment's requests wait for a replica (its policy's limits)."""
+
+    queue: int
+    timeout_s: float
+
+
 @dataclass
 class RoutingTable:
     keys: dict[str, KeyInfo] = field(default_factory=dict)  # sha256 hex -> key
     routes: dict[str, Route] = field(default_factory=dict)  # model name -> route
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)  # deployment
     created: dict[str, int] = field(default_factory=dict)  # model name -> epoch seconds
+    # Autoscaled deployments: requests find them at zero and wait (gateway/activator.py).
+    cold_start: dict[str, ColdStart] = field(default_factory=dict)
     loaded_at: float = 0.0
 
 
@@ -98,10 +109,17 @@ def load_table() -> RoutingTable:
         deployments = Deployment.objects.filter(deletion_requested_at__isnull=True).exclude(
             state=DeploymentState.STOPPED
         )
-        for deployment in deployments.only("id", "name", "created_at"):
+        for deployment in deployments.select_related("current_revision").only(
+            "id", "name", "created_at", "current_revision__spec"
+        ):
             table.routes[deployment.name] = Route(
                 deployment.name, ((deployment.name, 1),), is_alias=False
             )
+            if is_autoscaled(deployment.spec):
+                policy = policy_of(deployment.spec)
+                table.cold_start[deployment.name] = ColdStart(
+                    policy.cold_start_queue, float(policy.cold_start_timeout_seconds)
+                )
             table.created[deployment.name] = int(deployment.created_at.timestamp())
             table.endpoints[deployment.name] = ()
         replicas = (

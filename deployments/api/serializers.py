@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api.base import ReasonField
+from deployments.autoscaling import policy_of
 from deployments.models import STATUSES, Deployment, DeploymentRevision, Replica, Rollout
 from deployments.services import MAX_HISTORY_LIMIT
 from deployments.spec import MAX_REPLICAS, DeploymentSpecSerializer, current_spec
@@ -112,6 +113,31 @@ class RolloutSerializer(serializers.ModelSerializer[Rollout]):
         read_only_fields = fields
 
 
+class AutoscalingSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    min_replicas = serializers.IntegerField()
+    max_replicas = serializers.IntegerField()
+    metric = serializers.CharField()
+    target = serializers.FloatField()
+    summary = serializers.CharField(help_text="autoscaled 1–4 on 4 concurrent requests …")
+
+
+class AutoscalingStatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    enabled = serializers.BooleanField()
+    policy = serializers.DictField(help_text="The policy as the autoscaler reads it.")
+    summary = serializers.CharField()
+    desired_replicas = serializers.IntegerField()
+    last_decision = serializers.DictField(
+        allow_null=True,
+        help_text="at, mode (stable, panic, idle, wake, hold), stable and panic values, "
+        "target, desired, ready, reason, blocked.",
+    )
+    blocked = serializers.CharField(help_text="Why new replicas wait for a node, if they do.")
+    chart = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        help_text="The last 15 minutes, one point a tick: [epoch s, desired, ready, signal].",
+    )
+
+
 class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     status = serializers.ChoiceField(choices=STATUSES, read_only=True)
     revision = serializers.IntegerField(
@@ -127,6 +153,9 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     up_to_date_replicas = serializers.IntegerField(source="up_to_date_count", read_only=True)
     nodes = serializers.SerializerMethodField()
     endpoints = serializers.SerializerMethodField()
+    autoscaling = serializers.SerializerMethodField(
+        help_text="The autoscaling bounds when on (null when off)."
+    )
 
     class Meta:
         model = Deployment
@@ -145,6 +174,7 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
             "up_to_date_replicas",
             "nodes",
             "endpoints",
+            "autoscaling",
             "deletion_requested_at",
             "created_at",
             "version",
@@ -153,6 +183,19 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
 
     def get_variant_name(self, obj: Deployment) -> str:
         return str(obj.current_revision.variant) if obj.current_revision else ""
+
+    @extend_schema_field(AutoscalingSummarySerializer(allow_null=True))
+    def get_autoscaling(self, obj: Deployment) -> dict[str, Any] | None:
+        policy = policy_of(obj.current_revision.spec if obj.current_revision else None)
+        if not policy.enabled:
+            return None
+        return {
+            "min_replicas": policy.min_replicas,
+            "max_replicas": policy.max_replicas,
+            "metric": policy.metric,
+            "target": policy.target,
+            "summary": policy.describe(),
+        }
 
     def get_nodes(self, obj: Deployment) -> list[str]:
         return sorted({r.node.name for r in obj.live_replicas if r.node})  # type: ignore[attr-defined]

@@ -11,8 +11,9 @@ from rest_framework.response import Response
 
 from core.api.base import FleetModelViewSet, expected_version
 from core.choices import Role
-from deployments import logs, queries, services, try_it
+from deployments import autoscaler, logs, queries, services, try_it
 from deployments.api.serializers import (
+    AutoscalingStatusSerializer,
     DeploymentCreateSerializer,
     DeploymentDetailSerializer,
     DeploymentSerializer,
@@ -189,6 +190,17 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FleetM
             deployment, data["prompt"], data["max_tokens"], replica=data.get("replica")
         )
         return Response(TryResultSerializer(result.to_json()).data)
+
+    @extend_schema(
+        request=None,
+        responses=AutoscalingStatusSerializer,
+        summary="Autoscaling: the policy, the latest decision and the last 15 minutes",
+        filters=False,
+    )
+    @action(detail=True, methods=["get"])
+    def autoscaling(self, request: Request, pk: str | None = None) -> Response:
+        deployment = self.get_object()
+        return Response(AutoscalingStatusSerializer(autoscaler.status(deployment)).data)
 
     @extend_schema(
         request=None,

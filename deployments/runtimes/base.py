@@ -97,6 +97,8 @@ class RuntimeAdapter:
     label: str = ""
     formats: tuple[str, ...] = ()  # variant formats it can serve
     uses_gpu: bool = False  # whether placement should look at VRAM (may depend on args)
+    # The fleet series its metrics normalise to (deployments/runtimes/*.py: METRICS_TABLE).
+    metrics_table: dict[str, list[str]] = {}
 
     def default_image(self) -> str:
         raise NotImplementedError
@@ -120,6 +122,12 @@ class RuntimeAdapter:
         """
         path = args.get("metrics_path") or getattr(self, "metrics_path", None)
         return str(path) if path else None
+
+    def series_for(self, args: dict[str, Any]) -> frozenset[str]:
+        """The normalised per-replica series its replicas expose with these arguments."""
+        if self.metrics_path_for(args) is None:
+            return frozenset()
+        return frozenset(self.metrics_table)
 
     def container_spec(self, ctx: ReplicaContext) -> ContainerSpec:
         raise NotImplementedError

@@ -200,6 +200,7 @@ class CustomImageAdapter(SchemaAdapter):
     schema = SCHEMA
     env_refused_prefixes = {"FLEET_": "FLEET_* variables are set by the platform"}
     metrics_path = None
+    metrics_table = METRICS_TABLE
 
     def default_image(self) -> str:
         return ""  # a custom runtime names its image in its arguments

@@ -283,6 +283,7 @@ class LlamaCppAdapter(SchemaAdapter):
     health_path = "/health"
     metrics_path = "/metrics"
     metric_names = METRICS
+    metrics_table = METRICS_TABLE
 
     def needs_gpu(self, args: dict[str, Any], resources: dict[str, Any]) -> bool:
         return int(args.get("gpu_layers") or 0) > 0 or super().needs_gpu(args, resources)

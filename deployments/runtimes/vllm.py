@@ -230,6 +230,7 @@ class VllmAdapter(SchemaAdapter):
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "lets clients load adapters from paths",
     }
     metric_names = METRICS
+    metrics_table = METRICS_TABLE
 
     def needs_gpu(self, args: dict[str, Any], resources: dict[str, Any]) -> bool:
         return True

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from deployments.autoscaling import normalized_defaults
 from deployments.spec import SpecError, merge_spec, normalize_spec, parse_bytes
 from tests.deployments.builders import gguf_variant, qwen, safetensors_variant, spec
 
@@ -40,6 +41,7 @@ def test_defaults_fill_every_key():
             "progress_deadline_seconds": 600,
             "auto_revert": True,
         },
+        "autoscaling": normalized_defaults(),
     }
     assert normalize_spec(normalized) == normalized, "normalizing is idempotent"
 

@@ -18,21 +18,25 @@ How a count is decided (:func:`decide`, after Knative's KPA and Kubernetes HPA):
 
 No signal (no gateway publishing, monitoring silent): the count is held. Each change is
 one "scaled" history event with actor ``autoscaler`` and the figures that drove it. The
-window state lives in the cache (Redis), so any worker can run the next tick.
+window state lives in Redis (the process's cache without it), so any worker can run the
+next tick.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 
 from core.history import ChangeContext, record
+from core.redis_client import redis_client
 from deployments import services, traffic
 from deployments.autoscaling import Metric, Policy, is_autoscaled, policy_of
 from deployments.choices import DeploymentState, ReplicaState
@@ -42,7 +46,7 @@ log = logging.getLogger(__name__)
 
 STATE_TTL_S = 3600
 CHART_SECONDS = 900  # the deployment page's chart: the last 15 minutes
-TICK_LOCK = "autoscaler:tick"
+TICK_LOCK = "slm-fleet:autoscaler:tick"
 ROUTABLE = (ReplicaState.HEALTHY, ReplicaState.AVAILABLE)
 
 
@@ -60,7 +64,11 @@ class State:
 
     @classmethod
     def load(cls, deployment_id: int) -> State:
-        raw = cache.get(_key(deployment_id))
+        if settings.REDIS_URL:
+            text = redis_client().get(_key(deployment_id))
+            raw = json.loads(text) if text else None
+        else:
+            raw = cache.get(_key(deployment_id))
         if not isinstance(raw, dict):
             return cls()
         try:
@@ -69,11 +77,28 @@ class State:
             return cls()
 
     def save(self, deployment_id: int) -> None:
-        cache.set(_key(deployment_id), asdict(self), STATE_TTL_S)
+        if settings.REDIS_URL:
+            redis_client().set(_key(deployment_id), json.dumps(asdict(self)), ex=STATE_TTL_S)
+        else:
+            cache.set(_key(deployment_id), asdict(self), STATE_TTL_S)
 
 
 def _key(deployment_id: int) -> str:
-    return f"autoscaler:{deployment_id}"
+    return f"slm-fleet:autoscaler:{deployment_id}"
+
+
+def _lock() -> bool:
+    """One tick at a time across workers (a slow one must not pile up)."""
+    if settings.REDIS_URL:
+        return bool(redis_client().set(TICK_LOCK, "1", nx=True, ex=10))
+    return bool(cache.add(TICK_LOCK, 1, timeout=10))
+
+
+def _unlock() -> None:
+    if settings.REDIS_URL:
+        redis_client().delete(TICK_LOCK)
+    else:
+        cache.delete(TICK_LOCK)
 
 
 @dataclass(frozen=True)
@@ -144,12 +169,12 @@ def decide(policy: Policy, state: State, now: float, current: int, ready: int) -
 # --- The tick -----------------------------------------------------------------------------
 def tick(now: float | None = None) -> int:
     """One look at every autoscaled deployment; returns the number of counts changed."""
-    if not cache.add(TICK_LOCK, 1, timeout=10):
-        return 0  # another tick is running (a slow one must not pile up)
+    if not _lock():
+        return 0  # another tick is running
     try:
         return _tick(time.time() if now is None else now)
     finally:
-        cache.delete(TICK_LOCK)
+        _unlock()
         close_old_connections()
 
 

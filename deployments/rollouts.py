@@ -105,7 +105,11 @@ def template_key(spec: dict[str, Any]) -> str:
     """What the containers of a revision run; equal keys need no restart between revisions."""
     from deployments.spec import template
 
-    shape = {key: value for key, value in template(dict(spec)).items() if key != "strategy"}
+    shape = {
+        key: value
+        for key, value in template(dict(spec)).items()
+        if key not in ("strategy", "autoscaling")  # how it rolls out and scales, not what runs
+    }
     text = json.dumps(shape, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

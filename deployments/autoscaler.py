@@ -63,12 +63,12 @@ class State:
     last: dict[str, Any] = field(default_factory=dict)  # the latest decision, for the page
 
     @classmethod
-    def load(cls, deployment_id: int) -> State:
+    def load(cls, deployment: Deployment) -> State:
         if settings.REDIS_URL:
-            text = redis_client().get(_key(deployment_id))
+            text = redis_client().get(_key(deployment))
             raw = json.loads(text) if text else None
         else:
-            raw = cache.get(_key(deployment_id))
+            raw = cache.get(_key(deployment))
         if not isinstance(raw, dict):
             return cls()
         try:
@@ -76,15 +76,16 @@ class State:
         except TypeError:
             return cls()
 
-    def save(self, deployment_id: int) -> None:
+    def save(self, deployment: Deployment) -> None:
         if settings.REDIS_URL:
-            redis_client().set(_key(deployment_id), json.dumps(asdict(self)), ex=STATE_TTL_S)
+            redis_client().set(_key(deployment), json.dumps(asdict(self)), ex=STATE_TTL_S)
         else:
-            cache.set(_key(deployment_id), asdict(self), STATE_TTL_S)
+            cache.set(_key(deployment), asdict(self), STATE_TTL_S)
 
 
-def _key(deployment_id: int) -> str:
-    return f"slm-fleet:autoscaler:{deployment_id}"
+def _key(deployment: Deployment) -> str:
+    """Per deployment row (its creation time too: a new database may reuse an id)."""
+    return f"slm-fleet:autoscaler:{deployment.pk}:{deployment.created_at.timestamp():.6f}"
 
 
 def _lock() -> bool:
@@ -175,7 +176,6 @@ def tick(now: float | None = None) -> int:
         return _tick(time.time() if now is None else now)
     finally:
         _unlock()
-        close_old_connections()
 
 
 def _tick(now: float) -> int:
@@ -222,7 +222,7 @@ def _one(
     blocked: str,
     now: float,
 ) -> int:
-    state = State.load(deployment.pk)
+    state = State.load(deployment)
     keep = max(policy.stable_window_seconds, policy.panic_window_seconds)
     state.samples = [s for s in state.samples if s[0] > now - keep]
     if reading is not None and reading.value is not None:
@@ -274,7 +274,7 @@ def _one(
                 changes={"pending": {"before": None, "after": blocked}},
             )
         state.blocked = blocked
-    state.save(deployment.pk)
+    state.save(deployment)
     return changed
 
 
@@ -316,9 +316,9 @@ def wake(name: str, held: int) -> bool:
             or not is_autoscaled(deployment.spec)
         ):
             return False
-        state = State.load(deployment.pk)
+        state = State.load(deployment)
         state.last_active = time.time()
-        state.save(deployment.pk)
+        state.save(deployment)
         return services.autoscale(
             deployment.pk,
             1,
@@ -333,7 +333,7 @@ def wake(name: str, held: int) -> bool:
 def status(deployment: Deployment) -> dict[str, Any]:
     """What the deployment page shows: the policy, the latest decision and the chart."""
     policy = policy_of(deployment.spec)
-    state = State.load(deployment.pk)
+    state = State.load(deployment)
     return {
         "enabled": policy.enabled,
         "policy": asdict(policy),

@@ -1155,6 +1155,13 @@ DEPLOYMENT_API_ROWS = [
         **everyone(200),
     ),
     api(
+        "deployments-autoscaling",
+        "deployment-autoscaling",
+        "GET",
+        DEPLOYMENT + "autoscaling/",
+        **everyone(200),
+    ),
+    api(
         "deployments-scale",
         "deployment-scale",
         "POST",

@@ -154,9 +154,12 @@ def test_autoscaling_from_one_to_three_and_to_zero(stage: e2e.Stage):
     try:
         spec = {**e2e.llamacpp_spec(variant, 1), "autoscaling": POLICY}
         deployment = deployment_services.create_deployment(ctx, name, spec)
-        why = lambda: (
-            f"{e2e.explain(deployment, runner, loop)}\nautoscaler {scaler.errors[-3:]} {autoscaler.status(deployment)['last_decision']}"
-        )  # noqa: E501, E731
+
+        def why() -> str:
+            decision = autoscaler.status(deployment)["last_decision"]
+            explained = e2e.explain(deployment, runner, loop)
+            return f"{explained}\nautoscaler {scaler.errors[-3:]} {decision}"
+
         wait_until(lambda: e2e.settled(deployment, 1), 90, message=why)
         _, secret = services.create_key(ctx, name="autoscale-e2e")
         client = openai.OpenAI(base_url=f"{served.url}/v1", api_key=secret, max_retries=0)

@@ -198,6 +198,10 @@ def test_a_tick_sets_the_count_with_one_event_by_the_autoscaler(autoscaled: Depl
     assert event.changes["autoscaler"]["after"]["mode"] == "panic"
     status = autoscaler.status(deployment)
     assert status["last_decision"]["desired"] == 4 and len(status["chart"]) == 3
+    # no node to place them on: one event with placement's reason, and the status says so
+    blocked = HistoryEvent.objects.filter(target_id=str(autoscaled.pk), verb="autoscale_blocked")
+    assert blocked.count() == 1, list(blocked.values("changes"))
+    assert status["blocked"] and status["blocked"] == blocked.get().reason
 
 
 @pytest.mark.django_db

@@ -51,6 +51,13 @@ class Deployment(VersionedModel):
     def spec(self) -> dict[str, Any]:
         return dict(self.current_revision.spec) if self.current_revision else {}
 
+    @property
+    def autoscaling(self) -> Any:
+        """Its current revision's autoscaling policy (``.enabled`` False when off)."""
+        from deployments.autoscaling import policy_of
+
+        return policy_of(self.current_revision.spec if self.current_revision else None)
+
     def get_status(self, ready: int, up_to_date: int, rollout_state: str | None = None) -> str:
         """What the deployment is doing, from its state and its replicas' (one of STATUSES).
 

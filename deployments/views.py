@@ -16,7 +16,7 @@ from core.choices import Role
 from core.errors import ServiceError
 from core.history import ChangeContext, events_about
 from core.views.mixins import require_role
-from deployments import logs, queries, services, try_it
+from deployments import autoscaler, logs, queries, services, try_it
 from deployments.choices import ReplicaState
 from deployments.filtersets import DeploymentFilterSet
 from deployments.forms import DeploymentEditForm, DeploymentForm, ScaleForm, initial_from_spec
@@ -70,8 +70,11 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         )[:10]
     )
     events = events_about(deployment, 30)
+    policy = deployment.autoscaling
     context = {
         "deployment": deployment,
+        "autoscaling": policy,
+        "autoscaling_status": autoscaler.status(deployment) if policy.enabled else None,
         "spec": current_spec(deployment),
         "status": deployment.status,  # type: ignore[attr-defined]
         "replicas": deployment.live_replicas,  # type: ignore[attr-defined]

@@ -269,3 +269,31 @@ def test_charts_without_samples_show_one_message_and_no_frame(viewer_client, ope
     assert 'data-chart="0"' in page and 'data-names="' in page
     chart_div = page[page.index('data-chart="0"') :].split(">", 1)[0]
     assert chart_div.endswith(" hidden"), chart_div
+
+
+AUTOSCALING = {"enabled": True, "min_replicas": 1, "max_replicas": 3, "target": 2}
+
+
+def test_autoscaled_deployments_on_the_list_and_detail_pages(
+    operator_user, operator_client, viewer_client
+):
+    deployment = deploy(operator_user, "auto-chat", gguf_variant(), autoscaling=AUTOSCALING)
+    for client in (operator_client, viewer_client):
+        listed = client.get("/deployments/")
+        assert listed.status_code == 200
+        assert 'data-testid="autoscaled">autoscaled 1–3' in listed.content.decode()
+        page = client.get(f"/deployments/{deployment.pk}/")
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'data-testid="autoscaling"' in html
+        assert "autoscaled 1–3 on 2 concurrent requests per replica" in html
+        assert f"/api/v1/deployments/{deployment.pk}/autoscaling/" in html
+    # the scale form gives way to an explanation (a manual scale would be refused)
+    html = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
+    assert 'data-action="scale"' not in html and 'data-testid="scale-off"' in html
+
+
+def test_a_deployment_without_autoscaling_keeps_its_scale_form(operator_user, operator_client):
+    deployment = deploy(operator_user, "fixed-chat", gguf_variant())
+    html = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
+    assert 'data-action="scale"' in html and 'data-testid="autoscaling"' not in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import messages
@@ -17,6 +18,7 @@ from core.errors import ServiceError
 from core.history import ChangeContext, events_about
 from core.views.mixins import require_role
 from deployments import autoscaler, logs, queries, services, try_it
+from deployments.autoscaling import Metric, Policy
 from deployments.choices import ReplicaState
 from deployments.filtersets import DeploymentFilterSet
 from deployments.forms import DeploymentEditForm, DeploymentForm, ScaleForm, initial_from_spec
@@ -74,7 +76,6 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "deployment": deployment,
         "autoscaling": policy,
-        "autoscaling_status": autoscaler.status(deployment) if policy.enabled else None,
         "spec": current_spec(deployment),
         "status": deployment.status,  # type: ignore[attr-defined]
         "replicas": deployment.live_replicas,  # type: ignore[attr-defined]
@@ -90,7 +91,21 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     if request.headers.get("HX-Request"):  # periodic refresh of the live part
         return render(request, "deployments/_live.html", context)
+    context["autoscaling_status"] = _autoscaling_status(deployment, policy)
     return render(request, "deployments/detail.html", context)
+
+
+def _autoscaling_status(deployment: Deployment, policy: Policy) -> dict[str, Any] | None:
+    """The Autoscaling card's first paint; autoscaling.js then polls the API every 2 s."""
+    if not policy.enabled:
+        return None
+    status = autoscaler.status(deployment)
+    decision = status["last_decision"]
+    if decision and decision.get("at"):
+        decision = status["last_decision"] = dict(decision)
+        decision["at"] = datetime.fromtimestamp(decision["at"], tz=UTC)
+    status["unit"] = Metric.UNITS.get(policy.metric, policy.metric)
+    return status
 
 
 def _diff_rows(changes: dict[str, Any]) -> list[dict[str, Any]]:

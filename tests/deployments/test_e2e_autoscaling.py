@@ -185,6 +185,7 @@ def test_autoscaling_from_one_to_three_and_to_zero(stage: e2e.Stage):
 
         # min 0: idle → zero; the next request cold-starts a replica (not streamed, streamed)
         serving = {r.pk for r in e2e.available(deployment)}
+        min_one_until = time.monotonic()  # min_replicas was 1 until here
         deployment = deployment_services.update_spec(
             ctx, deployment, {"autoscaling": {"min_replicas": 0}}
         )
@@ -216,6 +217,7 @@ def test_autoscaling_from_one_to_three_and_to_zero(stage: e2e.Stage):
         sampler.stop()
         assert sampler.counts, "the sampler saw nothing"
         assert max(count for _, count in sampler.counts) <= POLICY["max_replicas"]
+        assert min(count for at, count in sampler.counts if at < min_one_until) >= 1
         # one history event per change of the desired count, by the autoscaler, with figures
         events = list(
             HistoryEvent.objects.filter(

@@ -297,3 +297,29 @@ def test_a_deployment_without_autoscaling_keeps_its_scale_form(operator_user, op
     deployment = deploy(operator_user, "fixed-chat", gguf_variant())
     html = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
     assert 'data-action="scale"' in html and 'data-testid="autoscaling"' not in html
+
+
+def test_the_autoscaling_card_shows_the_decision_and_why_replicas_wait(
+    viewer_client, operator_user
+):
+    from deployments import autoscaler
+
+    deployment = deploy(operator_user, "auto-chat", gguf_variant(), autoscaling=AUTOSCALING)
+    url = f"/deployments/{deployment.pk}/"
+    card = viewer_client.get(url).content.decode().split('data-testid="autoscaling"', 1)[1]
+    card = card.split("</section>", 1)[0]
+    assert "Manual scaling is off while autoscaling is on" in card
+    assert "None yet" in card and "No samples yet." in card
+    assert "data-autoscaling-charts hidden" in card, "no empty chart frames before samples"
+    assert "data-autoscaling-blocked hidden" in card
+    reason = "no node with 6.1 GB free VRAM; node-3 has 3.9 GB"
+    last = {"at": 1_000_000.0, "mode": "panic", "stable": 3.5, "panic": 7.25, "target": 2.0}
+    last |= {"desired": 3, "ready": 1, "reason": "panic: 7.25 over 6 s", "blocked": reason}
+    autoscaler.State(blocked=reason, chart=[[1_000_000.0, 3, 1, 7.25]], last=last).save(deployment)
+    card = viewer_client.get(url).content.decode().split('data-testid="autoscaling"', 1)[1]
+    card = card.split("</section>", 1)[0]
+    assert f'New replicas wait for a node: <span data-field="blocked">{reason}</span>' in card
+    assert "data-autoscaling-blocked hidden" not in card
+    assert 'badge badge-warn" data-field="mode">panic<' in card
+    assert 'data-field="desired">3<' in card and 'data-field="ready">1<' in card
+    assert 'data-field="panic">7.25<' in card and 'data-field="at">13:46:40<' in card

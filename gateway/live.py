@@ -14,7 +14,8 @@ from gateway.runtime import LIVE_KEY, LIVE_STALE_S, local_gateway
 log = logging.getLogger(__name__)
 
 
-def _summaries() -> tuple[list[dict[str, Any]], str]:
+def summaries(max_age: float = LIVE_STALE_S) -> tuple[list[dict[str, Any]], str]:
+    """(every gateway process's summary at most ``max_age`` s old, a problem or "")."""
     if not settings.REDIS_URL:
         return local_gateway.summaries(), ""
     import redis
@@ -35,16 +36,16 @@ def _summaries() -> tuple[list[dict[str, Any]], str]:
             summary = json.loads(value)
         except ValueError:
             continue
-        if now - float(summary.get("at", 0)) <= LIVE_STALE_S:
+        if now - float(summary.get("at", 0)) <= max_age:
             found.append(summary)
     return found, ""
 
 
 def fleet_figures() -> dict[str, Any]:
     """Per deployment: requests/s, errors/s, in flight, totals, p50/p99 (worst process)."""
-    summaries, problem = _summaries()
+    found, problem = summaries()
     deployments: dict[str, dict[str, Any]] = {}
-    for summary in summaries:
+    for summary in found:
         for name, figures in summary.get("deployments", {}).items():
             merged = deployments.setdefault(
                 name,
@@ -82,10 +83,10 @@ def fleet_figures() -> dict[str, Any]:
         row["requests_per_s"] = round(row["requests_per_s"], 2)
         row["errors_per_s"] = round(row["errors_per_s"], 2)
     return {
-        "processes": len(summaries),
+        "processes": len(found),
         "deployments": rows,
         "ejected_replicas": sorted(
-            {rid for summary in summaries for rid in summary.get("ejected_replicas", [])}
+            {rid for summary in found for rid in summary.get("ejected_replicas", [])}
         ),
         "problem": problem,
     }

@@ -14,17 +14,13 @@ requests it has outstanding; and when it last loaded its routing table. From the
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from typing import Any
-
-from django.conf import settings
 
 from deployments import traffic
 from deployments.autoscaling import Metric
-from gateway import invalidation
-from gateway.runtime import LIVE_KEY, LIVE_PUBLISH_S, local_gateway
+from gateway import invalidation, live
+from gateway.runtime import LIVE_PUBLISH_S
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +28,11 @@ FRESH_S = 3 * LIVE_PUBLISH_S  # a summary older than this is a gateway that went
 
 
 def _summaries() -> list[dict[str, Any]]:
-    """Fresh summaries of every gateway process (this process's own without Redis)."""
-    if not settings.REDIS_URL:
-        return local_gateway.summaries()
-    import redis
-
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-    try:
-        raw = client.hgetall(LIVE_KEY)
-    finally:
-        client.close()
-    now = time.time()
-    found = []
-    for value in raw.values():
-        try:
-            summary = json.loads(value)
-        except ValueError:
-            continue
-        if now - float(summary.get("at", 0)) <= FRESH_S:
-            found.append(summary)
+    """Fresh summaries of every gateway process; Redis unreadable raises (the readers in
+    deployments.traffic then hold the counts, and drains wait)."""
+    found, problem = live.summaries(FRESH_S)
+    if problem:
+        raise RuntimeError(problem)
     return found
 
 

@@ -171,7 +171,8 @@ class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
         try:
             value = super().to_internal_value({k: v for k, v in data.items() if k in self.fields})
         except serializers.ValidationError as exc:
-            errors.update(exc.detail if isinstance(exc.detail, dict) else {"spec": exc.detail})
+            detail: Any = exc.detail
+            errors.update(detail if isinstance(detail, dict) else {"spec": detail})
         if errors:
             raise serializers.ValidationError(errors)
         return value

@@ -3,6 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from benchmarks.api.urls import router as benchmarks_router
 from core.api import views as core_views
 from core.api.jobs import JobViewSet
 from core.api.urls import router as core_router
@@ -24,6 +25,7 @@ router.registry.extend(fleet_router.registry)
 router.registry.extend(catalog_router.registry)
 router.registry.extend(deployments_router.registry)
 router.registry.extend(gateway_router.registry)
+router.registry.extend(benchmarks_router.registry)
 router.register("jobs", JobViewSet, basename="job")
 router.register("node-models", download_views.NodeModelViewSet, basename="nodemodel")
 

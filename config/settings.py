@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "deployments",
     "monitoring",
     "gateway",
+    "benchmarks",
 ]
 
 MIDDLEWARE = [
@@ -352,6 +353,9 @@ FLEET_GATEWAY_EJECT_SECONDS = env.integer("FLEET_GATEWAY_EJECT_SECONDS", 5, mini
 # How often the in-memory routing table (keys, aliases, replicas) is reloaded (ms); changes to
 # keys and aliases also reach every gateway at once over Redis pub/sub.
 FLEET_GATEWAY_REFRESH_MS = env.integer("FLEET_GATEWAY_REFRESH_MS", 1000, minimum=100)
+# Where the control worker reaches the gateway's /v1/ for benchmark and test-suite runs on a
+# deployment (runfleet sets it from its own port; the compose stack names the web service).
+FLEET_GATEWAY_URL = env.string("FLEET_GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/")
 # Keep-alive connections per replica.
 FLEET_GATEWAY_POOL_SIZE = env.integer("FLEET_GATEWAY_POOL_SIZE", 100, minimum=1)
 

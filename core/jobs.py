@@ -44,6 +44,10 @@ class JobKind(models.TextChoices):
     # Node agent: quantize a variant (GGUF via llama.cpp, ONNX Runtime int8/int4) into new
     # evaluated variants, uploaded to the fleet store.
     QUANTIZE = "quantize", "Quantize"
+    # Control worker: a serving benchmark (benchmarks.execute) against a deployment or replicas.
+    BENCHMARK = "benchmark", "Benchmark"
+    # Control worker: a model test suite's cases against a deployment or replicas.
+    TEST_SUITE = "test_suite", "Test suite"
 
 
 class Job(VersionedModel):

@@ -199,6 +199,9 @@ class Rollout(models.Model):
     is_rollback = models.BooleanField(default=False)
     steps = models.JSONField(default=list, blank=True, help_text="What each batch did, when.")
     failure_reason = models.TextField(blank=True)
+    # The benchmark / test-suite gate of the new revision (deployments.gates): {"state",
+    # "started_at", "benchmark_run", "suite_runs", "figures", "checks", "summary"}; {} if none.
+    gate = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     last_progress_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)

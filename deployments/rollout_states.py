@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from core.history import record
-from deployments import new_replicas
+from deployments import gates, new_replicas
 from deployments.choices import DeploymentState, ReplicaState, RolloutState
 from deployments.models import DeploymentRevision, Replica, Rollout
 from deployments.reconcile_pass import SYSTEM, Pass
@@ -60,7 +61,11 @@ def reconcile_desired(p: Pass) -> None:
         max_surge=rules.max_surge,
         max_unavailable=rules.max_unavailable,
     )
+    gate_spec = gates.of_spec(dict(target.spec))
+    holding = _holding(p, rollout, gate_spec, rules, is_current)
     for replica in decided.stop:
+        if holding and not is_current(replica) and replica.slot < rules.replicas:
+            continue  # the gate measures the stable revision too: kept until the verdict
         reason = _stop_reason(replica, target, rules, is_current)
         p.stop(replica, reason, drain=replica.slot >= rules.replicas)
     for replica in p.live():
@@ -69,7 +74,22 @@ def reconcile_desired(p: Pass) -> None:
     for slot in decided.create:
         new_replicas.create_replica(p, target, slot)
     if rollout is not None and rollout.state == RolloutState.RUNNING:
-        _judge(p, rollout, rules, is_current)
+        _judge(p, rollout, rules, is_current, gate_spec)
+
+
+def _holding(
+    p: Pass,
+    rollout: Rollout | None,
+    gate_spec: dict[str, Any] | None,
+    rules: Policy,
+    is_current: Any,
+) -> bool:
+    """Old replicas stay while a gate has yet to pass, once a new replica exists."""
+    if rollout is None or gate_spec is None or rollout.is_rollback:
+        return False
+    if rollout.gate.get("state") == gates.GATE_PASSED:
+        return False
+    return any(is_current(r) and r.slot < rules.replicas for r in p.live())
 
 
 def _stop_reason(
@@ -132,8 +152,10 @@ def _open_rollout(p: Pass, target: DeploymentRevision) -> Rollout | None:
     return rollout
 
 
-def _judge(p: Pass, rollout: Rollout, rules: Policy, is_current: Any) -> None:
-    """Record progress; succeed, or fail on a health gate or the progress deadline."""
+def _judge(
+    p: Pass, rollout: Rollout, rules: Policy, is_current: Any, gate_spec: dict[str, Any] | None
+) -> None:
+    """Record progress; succeed, or fail on a health gate, a rollout gate or the deadline."""
     live = p.live()
     current = [r for r in live if r.slot < rules.replicas and is_current(r)]
     old = [r for r in live if not is_current(r) or r.slot >= rules.replicas]
@@ -151,6 +173,11 @@ def _judge(p: Pass, rollout: Rollout, rules: Policy, is_current: Any) -> None:
     elif any(r.state == ReplicaState.DOWNLOADING for r in current):
         rollout.last_progress_at = p.now  # waiting for files is not a lack of progress
         p.changed_rollouts[id(rollout)] = rollout
+    gated = gate_spec is not None and not rollout.is_rollback
+    if gated and rollout.gate.get("state") != gates.GATE_PASSED:
+        assert gate_spec is not None
+        _gate(p, rollout, gate_spec, current, old)
+        return
     if len(available) == rules.replicas and not old:
         deployment = p.deployment
         deployment.stable_revision = rollout.to_revision
@@ -160,6 +187,71 @@ def _judge(p: Pass, rollout: Rollout, rules: Policy, is_current: Any) -> None:
     idle = (p.now - rollout.last_progress_at).total_seconds()
     if idle > rules.progress_deadline:
         _fail(p, rollout, f"no progress within {rules.progress_deadline:g} s")
+
+
+def _gate(
+    p: Pass, rollout: Rollout, spec: dict[str, Any], current: list[Replica], old: list[Replica]
+) -> None:
+    """Start the gate once a new replica is available, then wait for its verdict."""
+    rollout.last_progress_at = p.now  # the gate's own timeout bounds the wait
+    p.changed_rollouts[id(rollout)] = rollout
+    state = rollout.gate.get("state")
+    runner = gates.runner()
+    if runner is None:
+        _fail(p, rollout, "the revision has rollout gates but no gate runner is installed")
+        return
+    if not state:
+        new = [r for r in current if r.state == ReplicaState.AVAILABLE]
+        if not new or rollout.pk is None:
+            return
+        stable = [
+            r
+            for r in old
+            if r.state == ReplicaState.AVAILABLE
+            and rollout.from_revision_id is not None
+            and r.revision_id == rollout.from_revision_id
+        ]
+        try:
+            rollout.gate = runner.start(rollout, spec, new[0], stable[0] if stable else None)
+        except Exception as exc:  # a deleted profile, say: fail with the reason
+            _fail(p, rollout, f"the rollout gate could not start: {exc}")
+            return
+        rollout.steps = [*rollout.steps, {"at": p.now.isoformat(), "gate": "started"}][-MAX_STEPS:]
+        return
+    if state != gates.GATE_RUNNING:
+        return
+    verdict = runner.verdict(rollout, spec)
+    if verdict is None:
+        started = datetime.fromisoformat(rollout.gate.get("started_at") or p.now.isoformat())
+        limit = float(spec.get("timeout_seconds") or 1800)
+        if (p.now - started).total_seconds() > limit:
+            runner.cancel(rollout)
+            rollout.gate = {**rollout.gate, "state": gates.GATE_FAILED}
+            _fail(p, rollout, f"the rollout gate did not finish within {limit:g} s")
+        return
+    rollout.gate = verdict
+    passed = verdict.get("state") == gates.GATE_PASSED
+    rollout.steps = [
+        *rollout.steps,
+        {"at": p.now.isoformat(), "gate": verdict.get("state"), "summary": verdict.get("summary")},
+    ][-MAX_STEPS:]
+    record(
+        SYSTEM,
+        "gate_passed" if passed else "gate_failed",
+        p.deployment,
+        changes={
+            "gate": {
+                "before": None,
+                "after": {
+                    "revision": rollout.to_revision.number,
+                    "summary": verdict.get("summary"),
+                    "checks": verdict.get("checks"),
+                },
+            }
+        },
+    )
+    if not passed:
+        _fail(p, rollout, f"the rollout gate failed: {verdict.get('summary', '')}")
 
 
 def _failed_current(p: Pass, rollout: Rollout) -> Replica | None:
@@ -239,4 +331,8 @@ def _set(p: Pass, rollout: Rollout, state: str, *, finished: bool = False) -> No
     rollout.state = state
     if finished:
         rollout.finished_at = p.now
+        runner = gates.runner()
+        if rollout.gate.get("state") == gates.GATE_RUNNING and runner is not None:
+            runner.cancel(rollout)  # superseded or stopped while its gate ran
+            rollout.gate = {**rollout.gate, "state": "cancelled"}
     p.changed_rollouts[id(rollout)] = rollout

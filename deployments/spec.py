@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.errors import ServiceError
+from deployments import gates
 from deployments.autoscaling import AutoscalingSerializer, check_policy, normalized_defaults
 from deployments.choices import PlacementStrategy, Runtime
 from deployments.runtimes import get_adapter
@@ -218,6 +219,68 @@ class PlacementSerializer(StrictSerializer):
             raise serializers.ValidationError(error.message) from None
 
 
+class GateThresholdsSerializer(StrictSerializer):
+    """What the new revision must reach, compared with the stable one (ratios) or absolute."""
+
+    min_tokens_per_s_ratio = serializers.FloatField(
+        min_value=0,
+        max_value=100,
+        required=False,
+        help_text="New output tokens/s ≥ this × the stable revision's (e.g. 0.95).",
+    )
+    max_p99_latency_ratio = serializers.FloatField(
+        min_value=0.01,
+        max_value=100,
+        required=False,
+        help_text="New p99 end-to-end latency ≤ this × the stable revision's (e.g. 1.10).",
+    )
+    min_output_tokens_per_s = serializers.FloatField(
+        min_value=0, required=False, help_text="New output tokens/s at least this (absolute)."
+    )
+    min_pass_rate = serializers.FloatField(
+        min_value=0, max_value=1, required=False, help_text="Each suite's pass rate floor (0–1)."
+    )
+    pass_rate_vs_stable = serializers.BooleanField(
+        required=False, help_text="Each suite's pass rate ≥ the stable revision's."
+    )
+
+
+class GatesSerializer(StrictSerializer):
+    """Measure the new revision before the rollout goes on (docs/benchmarks.md)."""
+
+    benchmark = serializers.SlugField(
+        allow_blank=True, default="", help_text="A benchmark profile's name."
+    )
+    suites = serializers.ListField(
+        child=serializers.SlugField(), default=list, max_length=10, help_text="Test suite names."
+    )
+    thresholds = GateThresholdsSerializer(default=dict)
+    timeout_seconds = serializers.IntegerField(min_value=30, max_value=86400, default=1800)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        if not attrs["benchmark"] and not attrs["suites"]:
+            errors["benchmark"] = "Name a benchmark profile or test suites (or drop the gates)."
+        given = dict(attrs["thresholds"])
+        bench_keys = ("min_tokens_per_s_ratio", "max_p99_latency_ratio", "min_output_tokens_per_s")
+        suite_keys = ("min_pass_rate", "pass_rate_vs_stable")
+        if not attrs["benchmark"] and any(k in given for k in bench_keys):
+            errors["thresholds"] = "Serving thresholds need a benchmark profile (benchmark)."
+        if not attrs["suites"] and any(k in given for k in suite_keys):
+            errors["thresholds"] = "Pass-rate thresholds need test suites (suites)."
+        if not any(k in given for k in bench_keys) and attrs["benchmark"]:
+            given.update(min_tokens_per_s_ratio=0.95, max_p99_latency_ratio=1.10)
+        if not any(k in given for k in suite_keys) and attrs["suites"]:
+            given["pass_rate_vs_stable"] = True
+        runner = gates.runner()
+        if runner is not None and not errors:
+            errors.update(runner.unknown(attrs))
+        if errors:
+            raise serializers.ValidationError(errors)
+        attrs["thresholds"] = given
+        return attrs
+
+
 class StrategySerializer(StrictSerializer):
     """How an update rolls out: batches, health gates, deadlines, automatic revert."""
 
@@ -227,6 +290,10 @@ class StrategySerializer(StrictSerializer):
     healthy_deadline_seconds = serializers.IntegerField(min_value=10, max_value=86400, default=300)
     progress_deadline_seconds = serializers.IntegerField(min_value=30, max_value=86400, default=600)
     auto_revert = serializers.BooleanField(default=True)
+    gates = GatesSerializer(
+        required=False,
+        help_text="Benchmark and test-suite gates on the new revision; absent: none.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["max_surge"] == 0 and attrs["max_unavailable"] == 0:

@@ -11,6 +11,6 @@ class BenchmarksConfig(AppConfig):
         from core.history import register_target_url
         from deployments import gates
 
-        register_target_url("benchmarks.benchmarkprofile", "benchmark-profile")
-        register_target_url("benchmarks.testsuite", "test-suite")
+        register_target_url("benchmarks.benchmarkprofile", "benchmarks-profile")
+        register_target_url("benchmarks.testsuite", "benchmarks-suite")
         gates.register(gate_runner.GateRunner())

@@ -15,6 +15,7 @@ urlpatterns = [
     path("deployments/", include("deployments.urls")),
     path("", include("monitoring.urls_prometheus")),  # Prometheus export, alerts
     path("gateway/", include("gateway.urls")),
+    path("benchmarks/", include("benchmarks.urls")),
     path("hub/", include("models_catalog.mirror.urls")),
     path("api/v1/", include("config.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

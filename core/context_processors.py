@@ -12,6 +12,7 @@ NAVIGATION = [
     ("jobs", "Jobs"),
     ("deployments", "Deployments"),
     ("gateway", "Gateway"),
+    ("benchmarks", "Benchmarks"),
     ("alerts", "Alerts"),
     ("history", "History"),
     ("settings", "Settings"),

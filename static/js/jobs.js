@@ -25,6 +25,12 @@
   function summary(job) {
     const p = job.progress || {};
     if (job.state === 'succeeded') return '100%';
+    if (!p.bytes_total && p.stage && job.state === 'running') {
+      // benchmarks and test suites: a stage and a percentage instead of bytes
+      let text = Math.round(p.percent || 0) + '% · ' + p.stage;
+      if (p.eta_s !== null && p.eta_s !== undefined) text += ' · ETA ' + Math.round(p.eta_s) + ' s';
+      return text;
+    }
     if (!p.bytes_total) return job.state === 'queued' ? 'waiting' : '—';
     let text = Math.round(p.percent || 0) + '% · ' + human(p.bytes_done) + ' of ' + human(p.bytes_total);
     if (job.state === 'running' && p.rate_bps) {

@@ -16,6 +16,8 @@ import os
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.5
 # a level whose requests failed this much ends the run (the target is broken, not slow)
 FAILED_SHARE_LIMIT = 0.5
+GATEWAY_WAIT_S = 10.0
 
 
 class Stop(Exception):
@@ -99,12 +102,37 @@ def gateway_key(run: BenchmarkRun | SuiteRun, seconds: float) -> Iterator[str]:
         expires_at=timezone.now() + timedelta(seconds=seconds + 300),
     )
     try:
+        _wait_for_gateway(run, secret)
         yield secret
     finally:
         try:
             gateway_services.revoke_key(ctx, key)
         except Exception:  # the key expires by itself
             log.warning("could not revoke the temporary key of job %s", run.job_id, exc_info=True)
+
+
+def _wait_for_gateway(run: BenchmarkRun | SuiteRun, secret: str) -> None:
+    """Until the gateway knows the new key (it learns keys over pub/sub, within a moment)."""
+    url = f"{run.targets[0]['url'].rstrip('/')}/models/{run.deployment_name}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {secret}"})  # noqa: S310
+    deadline = time.monotonic() + GATEWAY_WAIT_S
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 (our gateway)
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise Stop(
+        "failed",
+        f"The gateway at {url} did not accept the run's temporary key within "
+        f"{GATEWAY_WAIT_S:g} s ({last}). Check that FLEET_GATEWAY_URL points at this "
+        "install's gateway and that it is up.",
+    )
 
 
 def check_targets(run: BenchmarkRun | SuiteRun) -> None:

@@ -39,6 +39,7 @@ def _check(name: str, new: float | None, limit: float | None, op: str, rule: str
             "limit": limit,
             "rule": rule,
             "passed": False,
+            "skipped": False,
             "why": "no figure (every request failed?)",
         }
     passed = new >= limit if op == ">=" else new <= limit
@@ -48,11 +49,21 @@ def _check(name: str, new: float | None, limit: float | None, op: str, rule: str
         "limit": round(limit, 3),
         "rule": rule,
         "passed": passed,
+        "skipped": False,
+        "why": "",
     }
 
 
 def _skip(name: str, why: str) -> dict:
-    return {"name": name, "passed": True, "skipped": True, "why": why}
+    return {
+        "name": name,
+        "new": None,
+        "limit": None,
+        "rule": "",
+        "passed": True,
+        "skipped": True,
+        "why": why,
+    }
 
 
 def _benchmark_checks(run: BenchmarkRun, thresholds: dict[str, Any]) -> list[dict]:

@@ -179,9 +179,11 @@ async def one_request(
     path = "/chat/completions" if load.api == "chat" else "/completions"
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     body = request_body(target, load, index)
-    sample, stale = await _attempt(session, target.base_url.rstrip("/") + path, body, headers, load)
-    if stale:
-        sample, _ = await _attempt(session, target.base_url.rstrip("/") + path, body, headers, load)
+    url = target.base_url.rstrip("/") + path
+    sample, stale = await _attempt(session, url, body, headers, load)
+    if stale:  # other pooled connections may be stale too: a new one, certainly fresh
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            sample, _ = await _attempt(fresh, url, body, headers, load)
     return sample
 
 

@@ -81,6 +81,7 @@ def rollout_payload(rollout: Any) -> dict[str, Any]:
         "is_rollback": rollout.is_rollback,
         "failure_reason": rollout.failure_reason,
         "steps": rollout.steps[-5:],
+        "gate": {k: v for k, v in (rollout.gate or {}).items() if k in ("state", "summary")},
     }
 
 

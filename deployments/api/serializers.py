@@ -106,6 +106,7 @@ class RolloutSerializer(serializers.ModelSerializer[Rollout]):
             "is_rollback",
             "steps",
             "failure_reason",
+            "gate",
             "started_at",
             "last_progress_at",
             "finished_at",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from benchmarks import services
 from benchmarks.models import BenchmarkRun, SuiteRun
@@ -155,5 +157,12 @@ def test_gate_that_fails_reverts_and_one_that_passes_promotes(stage: e2e.Stage):
         wait_until(lambda: e2e.settled(deployment, 1), 60, message=why)
         deployment.refresh_from_db()
         assert deployment.stable_revision.number == passing
+
+        # the deployment page shows both gates with their checks and links to the runs
+        client = Client()
+        client.force_login(ctx.user)
+        page = client.get(reverse("deployments-detail", args=[deployment.pk])).content.decode()
+        assert page.count('data-testid="rollout-gate"') >= 2
+        assert "best output tokens/s" in page and f"benchmark #{run.pk}" in page
     finally:
         loop.stop()

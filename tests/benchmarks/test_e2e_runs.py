@@ -153,7 +153,7 @@ def test_benchmarks_and_suites_on_real_replicas(stage: e2e.Stage):
         assert job_of(checked).state == "succeeded", job_of(checked).error
         checked.refresh_from_db()
         [result] = checked.results
-        assert result["pass_rate"] == 0.5 and result["passed"] == 1
+        assert result["pass_rate"] == 0.5 and result["passed"] == 1, result
         short, impossible = result["cases"]
         assert short["passed"] and short["tokens"] <= 4 and short["latency_ms"] > 0
         assert not impossible["passed"] and "zz-never-zz" in impossible["why"]

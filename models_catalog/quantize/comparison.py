@@ -1,5 +1,6 @@
 """The model page's comparison of its variants: size, bpw, perplexity (and its delta to the
-job's F16 reference), tokens/s and on how many nodes each fits, for picking a trade-off."""
+job's F16 reference), tokens/s, on how many nodes each fits, and the serving figures of the
+latest benchmark per node kind, for picking a trade-off."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from core.errors import ServiceError
 from fleet.models import Node
+from models_catalog import serving_figures
 from models_catalog.fits import fits_on, model_architecture
 from models_catalog.footprint import default_contexts
 from models_catalog.models import CatalogModel, Variant, VariantEvaluation
@@ -33,6 +35,7 @@ def comparison(model: CatalogModel) -> dict[str, Any]:
     contexts = default_contexts(model_architecture(model).max_context)
     context = contexts[0] if contexts else 2048
     nodes = list(Node.objects.order_by("name"))
+    serving = serving_figures.for_variants([v.pk for v in variants])
     rows = []
     for variant in variants:
         variant.model = model
@@ -61,6 +64,7 @@ def comparison(model: CatalogModel) -> dict[str, Any]:
                 "smoke_ok": evaluation.smoke_ok if evaluation else None,
                 "evaluated_on": evaluation.node_name if evaluation else None,
                 "fits_on": _fits_count(variant, context, nodes),
+                "serving": serving.get(variant.pk, []),
             }
         )
     return {"model": model.pk, "context": context, "nodes": len(nodes), "variants": rows}

@@ -45,7 +45,12 @@ def _job(kind: str, deployment: Deployment, state: str) -> Job:
 
 
 def benchmark_run(
-    deployment: Deployment, profile: BenchmarkProfile, *, state: str = JobState.SUCCEEDED
+    deployment: Deployment,
+    profile: BenchmarkProfile,
+    *,
+    state: str = JobState.SUCCEEDED,
+    variant: int | None = None,
+    node_kind: str = "CPU (2 cores)",
 ) -> BenchmarkRun:
     target = {
         "label": "replica A",
@@ -55,8 +60,8 @@ def benchmark_run(
         "replica": None,
         "revision": 1,
         "node": "n1",
-        "node_kind": "CPU (2 cores)",
-        "variant": None,
+        "node_kind": node_kind,
+        "variant": variant,
         "variant_name": "acme/x:Q4_K_M",
         "runtime": "llamacpp",
     }

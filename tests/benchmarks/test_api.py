@@ -160,3 +160,25 @@ def test_gates_in_the_strategy_are_checked(personas):
         "max_p99_latency_ratio": 1.10,
     }
     assert "gates" not in normalize_spec(base)["strategy"]  # no gates unless asked
+
+
+def test_variant_comparison_shows_the_latest_serving_figures(operator, personas):
+    ctx = ChangeContext.for_user(personas["admin"])
+    profile = services.create_profile(ctx, name="p3", spec={"levels": [1, 2]})
+    variant = gguf_variant(qwen("fleet-test/bench-compare"))
+    deployment = deployment_services.create_deployment(
+        ctx, "compared", {"variant": variant.pk, "runtime": "llamacpp"}
+    )
+    benchmark_run(deployment, profile, variant=variant.pk)  # older, same node kind
+    newest = benchmark_run(deployment, profile, variant=variant.pk)
+    gpu = benchmark_run(deployment, profile, variant=variant.pk, node_kind="NVIDIA H100 ×1")
+    answer = operator.get(f"/api/v1/quantize/comparison/{variant.model_id}/")
+    assert answer.status_code == 200, answer.content
+    [row] = [v for v in answer.json()["variants"] if v["id"] == variant.pk]
+    by_kind = {f["node_kind"]: f for f in row["serving"]}
+    assert set(by_kind) == {"CPU (2 cores)", "NVIDIA H100 ×1"}
+    assert (
+        by_kind["CPU (2 cores)"]["run"] == newest.pk and by_kind["NVIDIA H100 ×1"]["run"] == gpu.pk
+    )
+    best = max(newest.results[0]["levels"], key=lambda lv: lv["output_tokens_per_s"])
+    assert by_kind["CPU (2 cores)"]["output_tokens_per_s"] == best["output_tokens_per_s"]

@@ -105,6 +105,10 @@ class Command(BaseCommand):
         valkey = None if settings.REDIS_URL or options["no_valkey"] else self.start_valkey()
         if valkey is not None:
             environ["REDIS_URL"] = valkey.url
+        # the worker's benchmark runs reach the gateway this web process serves
+        host = options["host"] if options["host"] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        environ.setdefault("FLEET_GATEWAY_URL", f"http://{host}:{options['port']}")
         if not options["no_local_node"]:
             self.say_if_no_docker()
             commands["agent"] = self.local_agent_command(

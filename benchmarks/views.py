@@ -173,7 +173,8 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def compare(request: HttpRequest) -> HttpResponse:
-    raw = request.GET.getlist("ids") or request.GET.get("ids", "").split(",")
+    # ?ids=3,4 (typed) or ?ids=3&ids=4 (the runs list's checkboxes)
+    raw = ",".join(request.GET.getlist("ids")).split(",")
     ids = [int(part) for part in raw if part.strip().isdigit()]
     runs = list(BenchmarkRun.objects.select_related("job").filter(pk__in=ids).order_by("pk"))
     context = {

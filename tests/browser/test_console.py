@@ -18,6 +18,7 @@ NAV = [
     ("jobs", "Jobs", "/jobs/"),
     ("deployments", "Deployments", "/deployments/"),
     ("gateway", "Gateway", "/gateway/"),
+    ("benchmarks", "Benchmarks and test suites", "/benchmarks/"),
     ("alerts", "Alerts", "/alerts/"),
     ("history", "History", "/history/"),
     ("settings", "Settings", "/settings/tokens/"),

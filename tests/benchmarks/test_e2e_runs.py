@@ -159,6 +159,28 @@ def test_benchmarks_and_suites_on_real_replicas(stage: e2e.Stage):
         assert not impossible["passed"] and "zz-never-zz" in impossible["why"]
         assert impossible["answer"]  # the model's answer is kept
 
+        # a level longer than the agents' 5 s metrics round: what the replica used, measured
+        steady = services.create_profile(
+            ctx,
+            name=f"steady-{suffix}",
+            spec={
+                "levels": [2],
+                "requests_per_level": None,
+                "duration_s": 7,
+                "prompt_tokens": 16,
+                "output_tokens": OUTPUT,
+                "api": "completions",
+            },
+        )
+        used = services.start_benchmark(ctx, steady, replicas=replicas[:1])
+        wait_until(lambda: finished(used), 60, message=why)
+        used.refresh_from_db()
+        [replica_usage] = used.results[0]["levels"][0]["usage"]["replicas"]
+        assert replica_usage["replica"] == replicas[0].pk
+        assert replica_usage["cpu_percent"]["samples"] >= 1, replica_usage
+        assert replica_usage["cpu_percent"]["mean"] > 0 and replica_usage["memory_bytes"]["max"] > 0
+        print("replica usage during a 7 s level:", replica_usage)
+
         # cancel mid-run: it stops within seconds, finished levels kept
         long = services.create_profile(
             ctx,

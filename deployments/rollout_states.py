@@ -23,6 +23,9 @@ from deployments.reconcile_pass import SYSTEM, Pass
 from deployments.rollouts import Policy, plan, policy, template_key
 
 MAX_STEPS = 200
+# a gate waits this long for a stable replica to be available again before measuring the new
+# revision alone (its ratio checks are then skipped, and say so)
+STABLE_WAIT_SECONDS = 60
 OPEN = (RolloutState.RUNNING, RolloutState.PAUSED)
 
 
@@ -204,13 +207,18 @@ def _gate(
         new = [r for r in current if r.state == ReplicaState.AVAILABLE]
         if not new or rollout.pk is None:
             return
-        stable = [
+        stable_live = [
             r
             for r in old
-            if r.state == ReplicaState.AVAILABLE
-            and rollout.from_revision_id is not None
-            and r.revision_id == rollout.from_revision_id
+            if rollout.from_revision_id is not None and r.revision_id == rollout.from_revision_id
         ]
+        stable = [r for r in stable_live if r.state == ReplicaState.AVAILABLE]
+        if stable_live and not stable:  # restarting, say: compare with it once it is back
+            since = datetime.fromisoformat(
+                rollout.gate.setdefault("waiting_since", p.now.isoformat())
+            )
+            if (p.now - since).total_seconds() < STABLE_WAIT_SECONDS:
+                return
         try:
             rollout.gate = runner.start(rollout, spec, new[0], stable[0] if stable else None)
         except Exception as exc:  # a deleted profile, say: fail with the reason

@@ -111,6 +111,9 @@ class Sample:
     output_tokens: int = 0
     prompt_tokens: int = 0
     tokens_from: str = "chunks"  # "usage" when the server reported its count
+    # the runtime's own time to first token, where it reports one (llama.cpp's ``timings``:
+    # prompt processing plus one decode step), in seconds; a check on the client's figure
+    server_ttft: float | None = None
     error: str = ""  # a kind: "http_503", "timeout", "connection", "stream", …
     detail: str = ""
 
@@ -157,6 +160,12 @@ def _text_of(choice: dict[str, Any]) -> str:
     if isinstance(delta, dict):
         return str(delta.get("content") or delta.get("reasoning_content") or "")
     return ""
+
+
+def _take_timings(sample: Sample, timings: Any) -> None:
+    if isinstance(timings, dict) and isinstance(timings.get("prompt_ms"), int | float):
+        per_token = timings.get("predicted_per_token_ms") or 0.0
+        sample.server_ttft = (float(timings["prompt_ms"]) + float(per_token)) / 1000.0
 
 
 def _take_usage(sample: Sample, usage: Any) -> None:
@@ -212,6 +221,7 @@ async def _attempt(
                 sample.ttft = now - sample.started
                 text = "".join(_text_of(c) for c in data.get("choices") or [])
                 _take_usage(sample, data.get("usage"))
+                _take_timings(sample, data.get("timings"))
                 if sample.tokens_from != "usage":
                     sample.output_tokens = len(text.split())
                 return sample, False
@@ -232,6 +242,7 @@ async def _attempt(
                         sample.error, sample.detail = "stream", str(event["error"])[:300]
                         return sample, False
                     _take_usage(sample, event.get("usage"))
+                    _take_timings(sample, event.get("timings"))
                     if any(_text_of(c) for c in event.get("choices") or []):
                         now = time.monotonic()
                         if sample.ttft is None:
@@ -435,6 +446,7 @@ def summarize(run: LevelRun) -> dict[str, Any]:
         "output_tokens": output,
         "prompt_tokens": prompt,
         "tokens_from": _tokens_from(ok),
+        "server_ttft_ms": _spread([s.server_ttft for s in ok if s.server_ttft is not None]),
         "output_tokens_per_s": round(output / wall, 2),
         "total_tokens_per_s": round((output + prompt) / wall, 2),
         "requests_per_s": round(len(ok) / wall, 3),

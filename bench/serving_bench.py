@@ -139,6 +139,7 @@ def ours(url: str, concurrency: int, requests: int, prompt_words: int, output: i
         "server_ttft_p50_ms": figures["server_ttft_ms"]["p50"],
         "itl_p50_ms": figures["itl_ms"]["p50"],
         "latency_p50_ms": figures["latency_ms"]["p50"],
+        "mean_concurrency": figures["mean_concurrency"],
         "errors": figures["errors"],
         "prompt_tokens_per_request": round(prompt, 1),
         "output_tokens": figures["output_tokens"],
@@ -198,6 +199,8 @@ def peer(
         "reported_ttft_median_ms": round(ok("time_to_first_token_ms", "median"), 2),
         "itl_p50_ms": round(ok("inter_token_latency_ms", "median"), 3),
         "latency_p50_ms": round(1000 * ok("request_latency", "median"), 2),
+        # requests in flight on average: below the concurrency, the client left slots idle
+        "mean_concurrency": round(sum(float(r["request_latency"]) for r in done) / wall, 2),
         "errors": int(metrics["request_totals"]["errored"]),
         "prompt_tokens_per_request": round(ok("prompt_token_count", "mean"), 1),
         "cpu_percent_of_process_wall": round(100.0 * cpu / process_wall, 1),  # with start-up
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                         "ttft_p50_ratio": round(
                             pair["ours"]["ttft_p50_ms"] / pair["peer"]["ttft_p50_ms"], 3
                         ),
+                        "latency_p50_ratio": round(
+                            pair["ours"]["latency_p50_ms"] / pair["peer"]["latency_p50_ms"], 3
+                        ),
                     }
                     rows.append(row)
                     me, them = pair["ours"], pair["peer"]
@@ -315,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             if r["ours"]["server_ttft_p50_ms"]
         ),
         "ttft_p50_vs_peer": ttft,
+        # per-request latency agrees; the throughput gap is the time between requests
+        "latency_p50_vs_peer": statistics.median(r["latency_p50_ratio"] for r in rows),
+        "mean_concurrency_ours": statistics.median(r["ours"]["mean_concurrency"] for r in rows),
+        "mean_concurrency_peer": statistics.median(r["guidellm"]["mean_concurrency"] for r in rows),
         "by_concurrency": by_level,
         "generator_cpu_pct": statistics.median(r["ours"]["cpu_percent"] for r in rows),
         "peer_cpu_pct_incl_startup": statistics.median(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from benchmarks import execute
+from benchmarks import bench_job, suite_job
 
 
 @shared_task(name="benchmarks.tasks.run_benchmark", ignore_result=True)
 def run_benchmark(job_id: int) -> None:
     """Run a ``benchmark`` job (its BenchmarkRun row says what to measure)."""
-    execute.run_benchmark(job_id)
+    bench_job.run_benchmark(job_id)
 
 
 @shared_task(name="benchmarks.tasks.run_suite", ignore_result=True)
 def run_suite(job_id: int) -> None:
     """Run a ``test_suite`` job (its SuiteRun row holds the cases)."""
-    execute.run_suite(job_id)
+    suite_job.run_suite(job_id)

@@ -121,8 +121,7 @@ def run_benchmark(job_id: int, owner: str | None = None) -> str:
                         failures: list[loadgen.Sample] = failures,
                     ) -> None:
                         meter.tick()
-                        progress.send(snapshot())
-                        if time.monotonic() - progress.last < 0.15:  # just reported: check too
+                        if progress.send(snapshot()):  # and the targets, as often
                             check_targets(run)
                         if (
                             len(failures) >= 10

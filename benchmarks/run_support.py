@@ -161,10 +161,11 @@ class Progress:
         log.info("job %s: %s", self.job_id, line)
         self.lines.append(line)
 
-    def send(self, progress: dict[str, Any], *, force: bool = False) -> None:
+    def send(self, progress: dict[str, Any], *, force: bool = False) -> bool:
+        """Report (at most every PROGRESS_INTERVAL_S unless forced); True when it did."""
         now = time.monotonic()
         if not force and now - self.last < PROGRESS_INTERVAL_S:
-            return
+            return False
         self.last = now
         text, self.lines = "\n".join(self.lines), []
         answer = job_services.report_progress(self.job_id, self.owner, progress, log_text=text)
@@ -172,6 +173,7 @@ class Progress:
             raise LeaseLost()
         if answer.cancel_requested:
             raise Stop("cancelled", "")
+        return True
 
 
 def in_thread(

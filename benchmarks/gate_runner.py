@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from benchmarks import services
@@ -146,6 +147,7 @@ class GateRunner:
             errors["suites"] = f"No test suite named {', '.join(map(repr, missing))}."
         return errors
 
+    @transaction.atomic  # all of the gate's runs, or none (a suite deleted meanwhile)
     def start(self, rollout: Any, spec: dict[str, Any], new: Any, stable: Any | None) -> dict:
         ctx = _ctx(rollout)
         replicas = [new] + ([stable] if stable is not None else [])

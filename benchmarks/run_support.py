@@ -28,6 +28,7 @@ from core import job_services
 from core.history import ChangeContext
 from deployments.choices import ReplicaState
 from deployments.models import Replica
+from fleet.choices import NodeState
 from gateway import services as gateway_services
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def _wait_for_gateway(run: BenchmarkRun | SuiteRun, secret: str) -> None:
 
 
 def check_targets(run: BenchmarkRun | SuiteRun) -> None:
-    """A replica target that is no longer available ends the run, with the replica's reason."""
+    """A replica target that is no longer available, or whose node's agent stopped reporting,
+    ends the run, with the reason."""
     ids = [t["replica"] for t in run.targets if t.get("replica")]
     if not ids:
         return
@@ -144,6 +146,13 @@ def check_targets(run: BenchmarkRun | SuiteRun) -> None:
                 f"Replica {replica.pk} on {replica.node or 'no node'} became {replica.state}"
                 f"{why}. Finished levels are kept; run it again once the "
                 "deployment is ready.",
+            )
+        if replica.node is not None and replica.node.get_status() == NodeState.UNREACHABLE:
+            raise Stop(
+                "failed",
+                f"The agent of node {replica.node} (replica {replica.pk}) stopped reporting: "
+                "the node is unreachable, so the replica may be moved and its usage is no "
+                "longer recorded. Finished levels are kept; check the agent and run it again.",
             )
     missing = set(ids) - set(Replica.objects.filter(pk__in=ids).values_list("pk", flat=True))
     if missing:

@@ -61,8 +61,8 @@ def test_benchmarks_and_suites_on_real_replicas(stage: e2e.Stage):
     stage.configure(FLEET_GATEWAY_REFRESH_MS=500)
     variant = stage.publish()
     suffix = uuid.uuid4().hex[:6]
-    e2e.start(runner, f"bm-a-{suffix}")
-    e2e.start(runner, f"bm-b-{suffix}")
+    started = [e2e.start(runner, f"bm-{x}-{suffix}") for x in "ab"]
+    agents = {node.pk: agent for agent, node in started}
     loop = e2e.DeploymentLoop()
     loop.start()
     served = ServedApp().start()
@@ -214,6 +214,19 @@ def test_benchmarks_and_suites_on_real_replicas(stage: e2e.Stage):
         assert f"eplica {doomed.pk}" in failed.error or "requests failed" in failed.error, (
             failed.error
         )
+
+        # the agent of the node under test killed mid-run: the run fails once the node is
+        # unreachable (its container still answers, but nobody watches over it any more)
+        stage.settings.FLEET_NODE_GRACE_SECONDS = 3
+        alive = replicas[0]
+        orphaned = services.start_benchmark(ctx, long, replicas=[alive])
+        wait_until(lambda: (job_of(orphaned).progress or {}).get("requests_done", 0) > 0, 60)
+        agents[alive.node_id].kill()
+        wait_until(lambda: finished(orphaned), 30, message=lambda: job_of(orphaned).log_tail)
+        failed = job_of(orphaned)
+        print("agent killed mid-run:", failed.error)
+        assert failed.state == "failed" and "stopped reporting" in failed.error, failed.error
+        assert alive.node.name in failed.error
     finally:
         served.stop()
         loop.stop()

@@ -162,6 +162,43 @@ def resolve_targets(
     return TargetKind.DEPLOYMENT, deployment, [targets.for_deployment(deployment)]
 
 
+def _start(
+    ctx: ChangeContext,
+    model: type[BenchmarkRun] | type[SuiteRun],
+    job_kind: str,
+    what: str,
+    fields: dict[str, Any],
+    *,
+    deployment: Deployment | None,
+    replicas: list[Replica] | None,
+    labels: list[str] | None,
+    rollout: Any,
+) -> Any:
+    """A run row and the job that executes it on the control worker (in one transaction)."""
+    kind, deployment, found = resolve_targets(
+        deployment=deployment, replicas=replicas, labels=labels
+    )
+    job = job_services.create_job(
+        ctx,
+        kind=job_kind,
+        target_type="deployments.deployment",
+        target_id=deployment.pk,
+        target_name=f"{deployment.name} · {what}",
+        max_attempts=1,  # a run re-started after a lost lease would measure something else
+    )
+    run = model.objects.create(
+        job=job,
+        target_kind=kind,
+        deployment=deployment,
+        deployment_name=deployment.name,
+        targets=found,
+        rollout=rollout,
+        **fields,
+    )
+    Job.objects.filter(pk=job.pk).update(params={"run": run.pk})
+    return run
+
+
 @transaction.atomic
 def start_benchmark(
     ctx: ChangeContext,
@@ -172,31 +209,12 @@ def start_benchmark(
     labels: list[str] | None = None,
     rollout: Any = None,
 ) -> BenchmarkRun:
-    """A benchmark run and the job that executes it on the control worker."""
-    kind, deployment, found = resolve_targets(
-        deployment=deployment, replicas=replicas, labels=labels
-    )
-    job = job_services.create_job(
-        ctx,
-        kind=JobKind.BENCHMARK,
-        target_type="deployments.deployment",
-        target_id=deployment.pk,
-        target_name=f"{deployment.name} · profile {profile.name}",
-        max_attempts=1,  # a benchmark re-run after a lost lease would measure something else
-    )
-    run = BenchmarkRun.objects.create(
-        job=job,
-        target_kind=kind,
-        deployment=deployment,
-        deployment_name=deployment.name,
-        targets=found,
-        rollout=rollout,
-        profile=profile,
-        profile_name=profile.name,
-        profile_spec=profile.spec,
-    )
-    Job.objects.filter(pk=job.pk).update(params={"run": run.pk})
-    return run
+    """A benchmark run of ``profile`` on a deployment (via the gateway) or on replicas."""
+    fields = {"profile": profile, "profile_name": profile.name, "profile_spec": profile.spec}
+    return _start(
+        ctx, BenchmarkRun, JobKind.BENCHMARK, f"profile {profile.name}", fields,
+        deployment=deployment, replicas=replicas, labels=labels, rollout=rollout,
+    )  # fmt: skip
 
 
 @transaction.atomic
@@ -209,27 +227,9 @@ def start_suite(
     labels: list[str] | None = None,
     rollout: Any = None,
 ) -> SuiteRun:
-    kind, deployment, found = resolve_targets(
-        deployment=deployment, replicas=replicas, labels=labels
-    )
-    job = job_services.create_job(
-        ctx,
-        kind=JobKind.TEST_SUITE,
-        target_type="deployments.deployment",
-        target_id=deployment.pk,
-        target_name=f"{deployment.name} · suite {suite.name}",
-        max_attempts=1,
-    )
-    run = SuiteRun.objects.create(
-        job=job,
-        target_kind=kind,
-        deployment=deployment,
-        deployment_name=deployment.name,
-        targets=found,
-        rollout=rollout,
-        suite=suite,
-        suite_name=suite.name,
-        cases=suite.cases,
-    )
-    Job.objects.filter(pk=job.pk).update(params={"run": run.pk})
-    return run
+    """A test-suite run of ``suite`` on a deployment (via the gateway) or on replicas."""
+    fields = {"suite": suite, "suite_name": suite.name, "cases": suite.cases}
+    return _start(
+        ctx, SuiteRun, JobKind.TEST_SUITE, f"suite {suite.name}", fields,
+        deployment=deployment, replicas=replicas, labels=labels, rollout=rollout,
+    )  # fmt: skip

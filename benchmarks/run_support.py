@@ -138,7 +138,8 @@ def check_targets(run: BenchmarkRun | SuiteRun) -> None:
     ids = [t["replica"] for t in run.targets if t.get("replica")]
     if not ids:
         return
-    for replica in Replica.objects.filter(pk__in=ids).select_related("node"):
+    rows = list(Replica.objects.filter(pk__in=ids).select_related("node"))
+    for replica in rows:
         if replica.state != ReplicaState.AVAILABLE:
             why = f": {replica.reason}" if replica.reason else ""
             raise Stop(
@@ -154,7 +155,7 @@ def check_targets(run: BenchmarkRun | SuiteRun) -> None:
                 "the node is unreachable, so the replica may be moved and its usage is no "
                 "longer recorded. Finished levels are kept; check the agent and run it again.",
             )
-    missing = set(ids) - set(Replica.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    missing = set(ids) - {r.pk for r in rows}
     if missing:
         raise Stop("failed", f"Replica {sorted(missing)[0]} was removed during the run.")
 

@@ -153,13 +153,14 @@ def resolve_targets(
         raise ServiceError("Name a deployment or replicas to run against.", field="deployment")
     if deployment.current_revision is None:
         raise ServiceError(f"{deployment.name} has no revision yet.", field="deployment")
-    if not targets.replicas_of(deployment):
+    available = targets.replicas_of(deployment)
+    if not available:
         raise ServiceError(
             f"{deployment.name} has no available replica: scale it up (or send a request to "
             "start it from zero) and run again.",
             field="deployment",
         )
-    return TargetKind.DEPLOYMENT, deployment, [targets.for_deployment(deployment)]
+    return TargetKind.DEPLOYMENT, deployment, [targets.for_deployment(deployment, available)]
 
 
 def _start(
@@ -197,6 +198,19 @@ def _start(
     )
     Job.objects.filter(pk=job.pk).update(params={"run": run.pk})
     return run
+
+
+def replicas_by_ids(ids: list[int]) -> list[Replica]:
+    """The replicas named by id, in that order (duplicates dropped); a 400 for a missing one."""
+    ids = list(dict.fromkeys(ids))
+    found = {
+        r.pk: r
+        for r in Replica.objects.select_related("deployment", "node", "revision").filter(pk__in=ids)
+    }
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ServiceError(f"No replica {missing[0]}.", field="replicas")
+    return [found[i] for i in ids]
 
 
 @transaction.atomic

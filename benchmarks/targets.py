@@ -61,24 +61,13 @@ def for_replica(replica: Replica, *, label: str = "") -> dict[str, Any]:
     }
 
 
-def for_deployment(deployment: Deployment) -> dict[str, Any]:
-    """The deployment through the gateway (the URL of ``FLEET_GATEWAY_URL``)."""
+def for_deployment(deployment: Deployment, available: list[Replica]) -> dict[str, Any]:
+    """The deployment through the gateway (``FLEET_GATEWAY_URL``); ``available``: its
+    available replicas (:func:`replicas_of`), for the nodes it runs on."""
     revision = deployment.current_revision
     variant_id, variant_name = _variant_of(deployment, revision)
-    nodes = sorted(
-        {
-            r.node.name
-            for r in Replica.objects.select_related("node").filter(
-                deployment=deployment, state=ReplicaState.AVAILABLE
-            )
-            if r.node is not None
-        }
-    )
-    first = (
-        Replica.objects.select_related("node")
-        .filter(deployment=deployment, state=ReplicaState.AVAILABLE)
-        .first()
-    )
+    nodes = sorted({r.node.name for r in available if r.node is not None})
+    first = available[0] if available else None
     return {
         "label": f"{deployment.name} via the gateway",
         "kind": "deployment",

@@ -20,7 +20,7 @@ from core.errors import ServiceError
 from core.history import ChangeContext, events_about
 from core.views.mixins import require_role
 from deployments.choices import DeploymentState
-from deployments.models import Deployment, Replica
+from deployments.models import Deployment
 
 RECENT = 50
 
@@ -51,14 +51,7 @@ class StartForm(forms.Form):
         except ValueError:
             raise ServiceError("Replica ids are numbers, e.g. 12, 13.", field="replicas") from None
         if ids:
-            found = {
-                r.pk: r
-                for r in Replica.objects.select_related("deployment", "node").filter(pk__in=ids)
-            }
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise ServiceError(f"No replica {missing[0]}.", field="replicas")
-            return {"replicas": [found[i] for i in ids]}
+            return {"replicas": services.replicas_by_ids(ids)}
         if self.cleaned_data.get("deployment") is None:
             raise ServiceError("Pick a deployment or give replica ids.", field="deployment")
         return {"deployment": self.cleaned_data["deployment"]}
@@ -87,15 +80,11 @@ class JsonForm(forms.Form):
 
 
 def _form_error(form: forms.Form, error: ServiceError) -> None:
-    field = error.field if error.field in form.fields else None
-    form.add_error(
-        field,
-        error.message
-        if field
-        else f"{error.field}: {error.message}"
-        if error.field
-        else error.message,
-    )
+    """On its field when the form has one, else above the form, naming the field."""
+    if error.field in form.fields:
+        form.add_error(error.field, error.message)
+    else:
+        form.add_error(None, f"{error.field}: {error.message}" if error.field else error.message)
 
 
 def index(request: HttpRequest) -> HttpResponse:

@@ -33,7 +33,7 @@ from core import job_services
 from core.api.base import FleetModelViewSet, expected_version
 from core.choices import Role
 from core.errors import ServiceError
-from deployments.models import Deployment, Replica
+from deployments.models import Deployment
 
 
 def _targets(data: dict[str, Any]) -> dict[str, Any]:
@@ -42,15 +42,7 @@ def _targets(data: dict[str, Any]) -> dict[str, Any]:
         if deployment is None:
             raise ServiceError(f"No deployment named {data['deployment']!r}.", field="deployment")
         return {"deployment": deployment}
-    ids = list(dict.fromkeys(data["replicas"]))
-    found = {
-        r.pk: r
-        for r in Replica.objects.select_related("deployment", "node", "revision").filter(pk__in=ids)
-    }
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise ServiceError(f"No replica {missing[0]}.", field="replicas")
-    return {"replicas": [found[i] for i in ids]}
+    return {"replicas": services.replicas_by_ids(data["replicas"])}
 
 
 class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FleetModelViewSet):

@@ -43,7 +43,7 @@ def write_usage(rows: dict[UsageKey, list[int]]) -> None:
 
     table = UsageDay._meta.db_table
     sql = (
-        f"INSERT INTO {table} "  # noqa: S608 - table name from the model, values as parameters
+        f"INSERT INTO {table} "  # noqa: S608 - table name from the model, values as parameters  # nosec B608
         "(day, key_id, deployment, requests, errors, prompt_tokens, completion_tokens) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (day, key_id, deployment) DO UPDATE SET "

@@ -68,7 +68,7 @@ class ContainerSpec:
     bind_address: str = "127.0.0.1"
     cap_add: list[str] = field(default_factory=list)  # on top of cap_drop=ALL
     read_only_rootfs: bool = True
-    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=256m"})  # noqa: S108
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=256m"})  # noqa: S108 - the container's tmpfs  # nosec B108
     shm_size: int | None = None
     nano_cpus: int | None = None
     mem_limit: int | None = None

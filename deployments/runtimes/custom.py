@@ -252,7 +252,7 @@ class CustomImageAdapter(SchemaAdapter):
             "FLEET_MODEL_NAME": values["model_name"],
             "FLEET_HOST": values["host"],
         }
-        tmpfs = {"/tmp": "rw,size=256m"}  # noqa: S108
+        tmpfs = {"/tmp": "rw,size=256m"}  # noqa: S108 - the container's tmpfs  # nosec B108
         for path in args.get("writable_paths", []):
             tmpfs[path] = "rw,size=256m"
         spec = hardened_spec(

@@ -219,6 +219,6 @@ class OllamaAdapter(SchemaAdapter):
             environment=environment,
             health_path=self.health_path.format(name=quote(ctx.model.name, safe="")),
             metrics_path=self.metrics_path,
-            tmpfs={"/tmp": "rw,size=256m", STORE: store},  # noqa: S108
+            tmpfs={"/tmp": "rw,size=256m", STORE: store},  # noqa: S108 - the container's tmpfs  # nosec B108
             gpus=gpus,
         )

@@ -46,7 +46,7 @@ ENVIRONMENT = {
     "DO_NOT_TRACK": "1",
 }
 TMPFS = {
-    "/tmp": "rw,exec,size=1g",  # noqa: S108 - torch inductor's scratch space
+    "/tmp": "rw,exec,size=1g",  # noqa: S108 - torch inductor's scratch space  # nosec B108
     f"{HOME}/.cache": "rw,exec,size=4g",  # vLLM's compile cache, the (unused) HF cache
     f"{HOME}/.triton": "rw,exec,size=1g",  # Triton's compiled kernels
     f"{HOME}/.config": "rw,size=16m",  # vLLM's config root (usage-stats marker)

@@ -139,7 +139,7 @@ def gpus_from_nvidia_smi_xml(xml_text: str) -> GpuReadout:
     """
     try:
         # Output of a local, trusted tool; ElementTree never fetches the external DTD.
-        root = ET.fromstring(xml_text)  # noqa: S314
+        root = ET.fromstring(xml_text)  # noqa: S314 - nvidia-smi's output  # nosec B314
     except ET.ParseError as exc:
         return GpuReadout(error=f"nvidia-smi: unreadable XML ({exc})")
     gpus: list[GpuInfo] = []

@@ -106,7 +106,7 @@ class Command(BaseCommand):
         if valkey is not None:
             environ["REDIS_URL"] = valkey.url
         # the worker's benchmark runs reach the gateway this web process serves
-        host = options["host"] if options["host"] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        host = options["host"] if options["host"] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104 - compared  # nosec B104
         host = f"[{host}]" if ":" in host else host
         environ.setdefault("FLEET_GATEWAY_URL", f"http://{host}:{options['port']}")
         if not options["no_local_node"]:
@@ -210,7 +210,7 @@ class Command(BaseCommand):
             "-m",
             "fleet.agent",
             "--server",
-            f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",  # noqa: S104
+            f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",  # noqa: S104 - compared  # nosec B104
             "--name",
             "local",
             "--data-dir",

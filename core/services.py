@@ -199,6 +199,24 @@ def authenticate_token(key: str, *, touch_after_seconds: int) -> ApiToken | None
 
 
 # --- Secrets --------------------------------------------------------------------------------
+BEARER_SHAPE = "a token is printable ASCII without spaces or line breaks"
+
+
+def is_bearer_token(value: str) -> bool:
+    """Whether ``value`` can travel as an HTTP bearer token (``Authorization: Bearer …``)."""
+    return bool(value) and all(33 <= ord(c) <= 126 for c in value)
+
+
+def _check_value(value: str, kind: str) -> None:
+    if not value:
+        raise ServiceError("The secret value is empty.", field="value")
+    if kind == SecretKind.HUGGINGFACE_TOKEN and not is_bearer_token(value):
+        raise ServiceError(
+            f"This value cannot be a Hugging Face token: {BEARER_SHAPE}. Paste the token alone.",
+            field="value",
+        )
+
+
 def _secret_changes(before: dict[str, object], secret: Secret, value_changed: bool) -> dict:
     changes = diff(before, snapshot(secret, SECRET_FIELDS))
     if value_changed:
@@ -215,8 +233,7 @@ def create_secret(
     kind: str = SecretKind.GENERIC,
     description: str = "",
 ) -> Secret:
-    if not value:
-        raise ServiceError("The secret value is empty.", field="value")
+    _check_value(value, kind)
     if Secret.objects.filter(name=name).exists():
         raise ConflictError(f"A secret named {name!r} exists already.", field="name")
     secret = Secret.objects.create(
@@ -248,9 +265,10 @@ def update_secret(
     if description is not None:
         secret.description = description
     if value is not None:
-        if not value:
-            raise ServiceError("The secret value is empty.", field="value")
+        _check_value(value, secret.kind)
         secret.ciphertext = crypto.encrypt(value)
+    elif kind == SecretKind.HUGGINGFACE_TOKEN:
+        _check_value(crypto.decrypt(secret.ciphertext), kind)
     changes = _secret_changes(before, secret, value_changed=value is not None)
     if not changes:
         return secret

@@ -16,7 +16,7 @@ from django.utils import timezone
 from core.errors import ConflictError, ServiceError, check_version
 from core.history import ChangeContext, diff, record, snapshot
 from core.models import Setting
-from core.services import reveal_secret
+from core.services import BEARER_SHAPE, is_bearer_token, reveal_secret
 from models_catalog import hub, references
 from models_catalog.choices import ParameterSource
 from models_catalog.fits import fits_on, reserved_bytes  # noqa: F401  (part of this API)
@@ -53,9 +53,16 @@ def _token(secret_name: str) -> str | None:
     if not secret_name:
         return None
     try:
-        return reveal_secret(secret_name)
+        token = reveal_secret(secret_name)
     except ServiceError as error:
         raise ServiceError(error.message, field="secret_name") from None
+    if not is_bearer_token(token):
+        raise ServiceError(
+            f"Secret {secret_name!r} cannot be sent as a Hugging Face token: {BEARER_SHAPE}. "
+            "Store the token alone in it (or in a secret of kind Hugging Face token).",
+            field="secret_name",
+        )
+    return token
 
 
 def _architecture(snap: hub.ModelSnapshot) -> Architecture:

@@ -31,7 +31,7 @@ class ProfileSerializer(serializers.ModelSerializer[BenchmarkProfile]):
 class ProfileWriteSerializer(serializers.Serializer[Any]):
     name = serializers.SlugField(max_length=100)
     description = serializers.CharField(allow_blank=True, default="", max_length=2000)
-    spec = serializers.JSONField(
+    spec = serializers.DictField(
         help_text="Levels, lengths, stream, warm-up, duration or requests (docs/benchmarks.md)."
     )
     reason = ReasonField()
@@ -39,7 +39,7 @@ class ProfileWriteSerializer(serializers.Serializer[Any]):
 
 class ProfileUpdateSerializer(serializers.Serializer[Any]):
     description = serializers.CharField(allow_blank=True, required=False, max_length=2000)
-    spec = serializers.JSONField(required=False, help_text="Fields given replace the stored ones.")
+    spec = serializers.DictField(required=False, help_text="Fields given replace the stored ones.")
     reason = ReasonField()
 
 
@@ -64,7 +64,7 @@ class SuiteSerializer(serializers.ModelSerializer[TestSuite]):
 class SuiteWriteSerializer(serializers.Serializer[Any]):
     name = serializers.SlugField(max_length=100)
     description = serializers.CharField(allow_blank=True, default="", max_length=2000)
-    cases = serializers.JSONField(
+    cases = serializers.ListField(
         help_text="The cases, each with a prompt or messages and a check."
     )
     reason = ReasonField()
@@ -72,7 +72,7 @@ class SuiteWriteSerializer(serializers.Serializer[Any]):
 
 class SuiteUpdateSerializer(serializers.Serializer[Any]):
     description = serializers.CharField(allow_blank=True, required=False, max_length=2000)
-    cases = serializers.JSONField(required=False, help_text="The whole new list of cases.")
+    cases = serializers.ListField(required=False, help_text="The whole new list of cases.")
     reason = ReasonField()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +27,21 @@ class ReasonField(serializers.CharField):
         kwargs.setdefault(
             "help_text", "Why this change is made (also accepted as X-Change-Reason)."
         )
+        super().__init__(**kwargs)
+
+
+@extend_schema_field(
+    {
+        "anyOf": [{"type": "string", "format": "email"}, {"type": "string", "maxLength": 0}],
+        "description": "An email address, or blank when none is set.",
+    }
+)
+class OptionalEmailField(serializers.EmailField):
+    """An email address that may be blank (and is blank for users who never gave one)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("max_length", 254)
         super().__init__(**kwargs)
 
 

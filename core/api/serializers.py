@@ -5,12 +5,14 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.api.base import ReasonField
+from core.api.base import OptionalEmailField, ReasonField
 from core.choices import Role, SecretKind, TokenScope
 from core.models import ApiToken, HistoryEvent, Secret, User
 
 
 class UserSerializer(serializers.ModelSerializer[User]):
+    email = OptionalEmailField(read_only=True)
+
     class Meta:
         model = User
         fields = [
@@ -30,7 +32,7 @@ class UserSerializer(serializers.ModelSerializer[User]):
 
 class UserCreateSerializer(serializers.Serializer[User]):
     username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
-    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    email = OptionalEmailField(required=False, default="")
     first_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=150)
     last_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=150)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
@@ -55,7 +57,7 @@ class UserCreatedSerializer(UserSerializer):
 
 
 class UserUpdateSerializer(serializers.Serializer[User]):
-    email = serializers.EmailField(required=False, allow_blank=True)
+    email = OptionalEmailField(required=False)
     first_name = serializers.CharField(required=False, allow_blank=True, max_length=150)
     last_name = serializers.CharField(required=False, allow_blank=True, max_length=150)
     role = serializers.ChoiceField(choices=Role.choices, required=False)
@@ -107,7 +109,7 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 
 class SecretSerializer(serializers.ModelSerializer[Secret]):
     created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
 
     class Meta:

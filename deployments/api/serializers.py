@@ -207,7 +207,9 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
 
 class DeploymentDetailSerializer(DeploymentSerializer):
     spec = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)  # type: ignore[var-annotated]
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )  # type: ignore[var-annotated]
 
     class Meta(DeploymentSerializer.Meta):
         fields = [

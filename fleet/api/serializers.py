@@ -118,7 +118,9 @@ class NodeCommandSerializer(serializers.ModelSerializer[NodeCommand]):
 
 class JoinTokenSerializer(serializers.ModelSerializer[JoinToken]):
     status = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)  # type: ignore[var-annotated]
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )  # type: ignore[var-annotated]
 
     class Meta:
         model = JoinToken

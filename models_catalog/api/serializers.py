@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from core.api.base import ReasonField
 from models_catalog import services
-from models_catalog.choices import SizeTier
+from models_catalog.choices import ParameterSource, SizeTier
 from models_catalog.models import CatalogModel, ModelFile, Variant
 from models_catalog.variants import nominal_bpw
 
@@ -72,6 +72,12 @@ class VariantSerializer(serializers.ModelSerializer[Variant]):
 
 
 class CatalogModelSerializer(serializers.ModelSerializer[CatalogModel]):
+    parameter_source = serializers.ChoiceField(
+        choices=ParameterSource.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="Where parameter_count comes from; blank when it is not known.",
+    )
     size_tier = serializers.SerializerMethodField()
     variant_count = serializers.SerializerMethodField()
     licence_allowed = serializers.SerializerMethodField()
@@ -119,7 +125,9 @@ class CatalogModelDetailSerializer(CatalogModelSerializer):
     files = ModelFileSerializer(many=True, read_only=True)
     variants = VariantSerializer(many=True, read_only=True)
     licence_reason = serializers.SerializerMethodField()
-    imported_by = serializers.SlugRelatedField(slug_field="username", read_only=True)  # type: ignore[var-annotated]
+    imported_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )  # type: ignore[var-annotated]
 
     class Meta(CatalogModelSerializer.Meta):
         fields = [

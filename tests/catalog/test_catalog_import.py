@@ -210,3 +210,27 @@ def test_download_resumes_a_partial_file_with_a_range_request(
     assert not partial.exists()
     assert seen[-1] == (len(source), len(source))
     assert seen[0][0] > 1000  # it went on from byte 1000
+
+
+@pytest.mark.parametrize("value", ["hf_tok\nen", "hf_tøken", "hf tok", "hf_tok\x00"])
+def test_a_secret_that_cannot_be_a_token_is_a_400_naming_the_secret(hub, ctx, admin_user, value):
+    from core.history import ChangeContext
+
+    core_services.create_secret(ChangeContext.for_user(admin_user), name="odd", value=value)
+    with pytest.raises(ServiceError) as caught:
+        services.import_model(ctx, repo_id=TINY_GGUF, secret_name="odd")
+    assert caught.value.field == "secret_name"
+    assert "odd" in caught.value.message and "printable ASCII" in caught.value.message
+    assert not CatalogModel.objects.filter(repo_id=TINY_GGUF).exists()
+
+
+def test_a_huggingface_token_secret_must_look_like_a_token(admin_user):
+    from core.history import ChangeContext
+
+    with pytest.raises(ServiceError) as caught:
+        _store_token("hf-odd", "hf_tok en", admin_user)
+    assert caught.value.field == "value" and "printable ASCII" in caught.value.message
+    assert caught.value.message.count("hf_tok") == 0  # the value is never echoed
+    core_services.create_secret(
+        ChangeContext.for_user(admin_user), name="generic-odd", value="any thing\n"
+    )

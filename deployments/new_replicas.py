@@ -14,9 +14,10 @@ from core.errors import ServiceError
 from deployments import placement
 from deployments.choices import ReplicaState
 from deployments.models import DeploymentRevision, Replica
-from deployments.reconcile_pass import Pass
+from deployments.reconcile_pass import RESCHEDULED, Pass
 from deployments.replica_specs import replica_context
 from deployments.runtimes.base import LABEL_REPLICA, container_name
+from fleet.choices import NodeState
 from fleet.models import Node
 
 
@@ -53,7 +54,7 @@ def place_and_start(p: Pass, replica: Replica) -> None:
         return
     placement.assign(replica, decision)
     assert replica.node is not None
-    _avoid_host_port_clash(replica, existing, nodes)
+    _avoid_host_port_clash(replica, existing, nodes, rescheduled=p.replicas)
     replica.container_name = container_name(replica_context(replica, port=replica.host_port or 0))
     p.changed[replica.pk] = replica
     _files_then_start(p, replica, present=replica.node_id in holders.get(revision.variant_id, ()))
@@ -79,7 +80,9 @@ def _placed_replicas(p: Pass, *, exclude: int) -> list[Replica]:
     ]
 
 
-def _avoid_host_port_clash(replica: Replica, existing: list[Replica], nodes: list[Node]) -> None:
+def _avoid_host_port_clash(
+    replica: Replica, existing: list[Replica], nodes: list[Node], *, rescheduled: list[Replica]
+) -> None:
     """Nodes sharing one host (several agents on a machine) share its ports (host network)."""
     if replica.node is None or replica.host_port is None:
         return
@@ -88,10 +91,32 @@ def _avoid_host_port_clash(replica: Replica, existing: list[Replica], nodes: lis
     ids = {n.pk for n in same_host}
     used = {r.host_port for r in existing if r.node_id in ids and r.host_port}
     used |= _ports_of_reported_containers(same_host, exclude=replica.pk)
+    used |= _ports_left_on_unreachable(same_host)
+    used |= {  # this pass's own reschedules (not saved yet)
+        r.host_port
+        for r in rescheduled
+        if r.node_id in ids and r.host_port and r.reason.endswith(RESCHEDULED)
+    }
     if replica.host_port in used and replica.revision.spec.get("port") is None:
         port = placement.allocate_port(replica.node, used)
         if port is not None:
             replica.host_port = port
+
+
+def _ports_left_on_unreachable(nodes: list[Node]) -> set[int]:
+    """Ports of replicas rescheduled away from a node that is still unreachable: their
+    containers may run there although the node never reported them (it was lost between
+    starting one and its next heartbeat), so their ports stay taken on that host."""
+    lost = [n.pk for n in nodes if n.state == NodeState.UNREACHABLE]
+    if not lost:
+        return set()
+    ports = Replica.objects.filter(
+        node_id__in=lost,
+        state=ReplicaState.GONE,
+        reason__endswith=RESCHEDULED,
+        host_port__isnull=False,
+    ).values_list("host_port", flat=True)
+    return {port for port in ports if port is not None}
 
 
 def _ports_of_reported_containers(nodes: list[Node], *, exclude: int | None) -> set[int]:

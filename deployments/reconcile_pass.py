@@ -33,6 +33,8 @@ OBSERVATION_MARGIN_S = 2.0  # an inventory must be this much newer than a start 
 SYSTEM = ChangeContext.system("reconciler")
 # Replicas gateways send requests to (answering health, or proven available).
 ROUTABLE = (ReplicaState.HEALTHY, ReplicaState.AVAILABLE)
+# how a replica's reason ends when it was rescheduled away from a node that went unreachable
+RESCHEDULED = "rescheduled (its container is removed when the node returns)"
 
 
 # --- Locking -------------------------------------------------------------------------------
@@ -87,6 +89,43 @@ class Pass:
     def live(self) -> list[Replica]:
         return [r for r in self.replicas if r.state in LIVE]
 
+    def stale_containers(self) -> int:
+        """Containers of this deployment that a reachable node still runs although their
+        replica stopped being live after that node's last heartbeat was taken: a node back
+        from an outage with what it ran meanwhile. The node sweep removes them at once; until
+        it has, they count against ``max_surge`` (never more than replicas + max_surge run)."""
+        listed: list[tuple[Node, int]] = []
+        for node in Node.objects.filter(state=NodeState.READY).only(
+            "pk", "state", "last_heartbeat_at", "inventory"
+        ):
+            if node.get_status(self.now) != NodeState.READY:
+                continue
+            for container in (node.inventory or {}).get("containers") or []:
+                labels = container.get("labels") or {}
+                rid = str(labels.get("fleet.replica") or "")
+                if (
+                    labels.get("fleet.deployment") == self.deployment.name
+                    and container.get("state") == "running"
+                    and rid.isdigit()
+                ):
+                    listed.append((node, int(rid)))
+        if not listed:
+            return 0
+        live = {r.pk: r.node_id for r in self.live()}
+        stopped = dict(
+            Replica.objects.filter(pk__in=[rid for _, rid in listed]).values_list(
+                "pk", "stopped_at"
+            )
+        )
+        return sum(
+            1
+            for node, rid in listed
+            if live.get(rid) != node.pk
+            and (when := stopped.get(rid)) is not None
+            and node.last_heartbeat_at is not None
+            and when < node.last_heartbeat_at
+        )
+
     def node_gone_for(self, node: Node | None) -> float | None:
         """Seconds the node has been unreachable (None when it is reachable)."""
         if node is None:
@@ -112,8 +151,7 @@ class Pass:
                 self.set_state(
                     replica,
                     ReplicaState.GONE,
-                    f"{name} unreachable for {int(gone)} s: rescheduled (its container is "
-                    "removed when the node returns)",
+                    f"{name} unreachable for {int(gone)} s: {RESCHEDULED}",
                 )
                 return
             if gone is not None:

@@ -61,7 +61,7 @@ def reconcile_desired(p: Pass) -> None:
         p.live(),
         is_current=is_current,
         replicas=rules.replicas,
-        max_surge=rules.max_surge,
+        max_surge=max(0, rules.max_surge - p.stale_containers()),
         max_unavailable=rules.max_unavailable,
     )
     gate_spec = gates.of_spec(dict(target.spec))

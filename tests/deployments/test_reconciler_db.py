@@ -541,6 +541,63 @@ def test_unreachable_node_rescheduled_and_stale_container_removed(
     assert [r.pk for r in live(deployment)] == [replacement.pk]
 
 
+def test_no_surge_while_a_returned_node_still_runs_a_stale_container(
+    fleet, two_nodes, variant, admin_user, settings
+):
+    """Never more than replicas + max_surge containers: one a node left running through its
+    outage counts against the surge until the node sweep has removed it."""
+    settings.FLEET_NODE_GRACE_SECONDS = 20
+    settings.FLEET_RESCHEDULE_GRACE_SECONDS = 60
+    a, b = two_nodes
+    deployment = _stable(fleet, admin_user, variant, replicas=1)
+    (victim,) = live(deployment)
+    lost = a if victim.node_id == a.pk else b
+    fleet.down.add(lost.pk)
+    fleet.step(25, deployment)
+    fleet.act(fleet.step(55, deployment))  # rescheduled; the replacement runs elsewhere
+    fleet.settle(deployment)
+    fleet.down.discard(lost.pk)  # back, still listing the old container as running
+    fleet.step(0)
+    update(admin_user, deployment, env={"ROLLOUT": "2"})
+    sent = fleet.step(1, deployment)
+    assert START not in by_task(sent), "a surge replica started beside the stale container"
+    assert len(live(deployment)) == 1
+    fleet.sweep()
+    fleet.act([o for o in fleet.orders.drain([lost.pk]) if o.task == STOP])
+    sent = fleet.step(1, deployment)  # removed (and heartbeated): the rollout goes on
+    assert by_task(sent)[START] == 1
+    assert_one_live_per_slot(deployment)
+
+
+def test_a_replica_started_but_never_reported_keeps_its_port_on_a_shared_host(
+    fleet, two_nodes, variant, admin_user, settings
+):
+    """Two agents on one host: a node lost between starting a container and reporting it
+    (its inventory never listed it) keeps that port taken; the replacement takes another."""
+    settings.FLEET_NODE_GRACE_SECONDS = 20
+    settings.FLEET_RESCHEDULE_GRACE_SECONDS = 60
+    a, b = two_nodes
+    for node in (a, b):
+        node.inventory["host"]["hostname"] = "shared.example.net"
+        node.save(update_fields=["inventory"])
+    deployment = deploy(admin_user, variant)
+    fleet.step(0, deployment)  # placed and started: the agent never reports the container
+    (victim,) = live(deployment)
+    assert victim.state == ReplicaState.STARTING and victim.host_port
+    lost = a if victim.node_id == a.pk else b
+    fleet.down.add(lost.pk)
+    fleet.step(25, deployment)
+    fleet.step(55, deployment)  # rescheduled
+    victim.refresh_from_db()
+    assert victim.state == ReplicaState.GONE
+    (replacement,) = live(deployment)
+    assert replacement.node_id != lost.pk
+    assert replacement.host_port != victim.host_port, (
+        f"the replacement was given port {victim.host_port}, which the lost node's container "
+        "may still hold on this host"
+    )
+
+
 def test_draining_node_moves_replicas_start_first(fleet, two_nodes, variant, admin_user):
     a, b = two_nodes
     deployment = _stable(fleet, admin_user, variant, replicas=2)

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from fleet.agent.docker_driver import DockerDriver, translated_errors
-from fleet.agent.errors import AdapterError
+from fleet.agent.errors import AdapterError, DockerError
 
 log = logging.getLogger("fleet.agent")
 
@@ -193,6 +193,24 @@ def _logs(container: Any, tail: int = LOG_TAIL_LINES) -> str:
     return bytes(raw).decode("utf-8", errors="replace").strip()
 
 
+def _raise_if_image_missing(client: Any, image: str, exc: APIError) -> None:
+    """A start that failed because the image is not on this node and could not be pulled
+    (``containers.run`` pulls a missing image): say so, with what to do."""
+    if not image:
+        return
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        raise DockerError(
+            f"the image {image} is not on this node and pulling it failed "
+            f"({exc.explanation or exc}); load it on the node (docker load, or docker pull "
+            "from a registry it can reach), or give the revision an image the node has",
+            retryable=False,
+        ) from exc
+    except APIError:
+        return
+
+
 def _find(client: Any, name: str) -> Any | None:
     try:
         return client.containers.get(name)
@@ -224,6 +242,7 @@ def start_replica(
                 container = client.containers.run(**arguments)
             except APIError as exc:
                 if exc.status_code != 409:
+                    _raise_if_image_missing(client, str(arguments.get("image") or ""), exc)
                     raise
                 container = _find(client, spec["name"])
                 if container is not None:

@@ -61,7 +61,7 @@ def reconcile_desired(p: Pass) -> None:
         p.live(),
         is_current=is_current,
         replicas=rules.replicas,
-        max_surge=max(0, rules.max_surge - p.stale_containers()),
+        max_surge=_surge(p, rules, is_current),
         max_unavailable=rules.max_unavailable,
     )
     gate_spec = gates.of_spec(dict(target.spec))
@@ -78,6 +78,14 @@ def reconcile_desired(p: Pass) -> None:
         new_replicas.create_replica(p, target, slot)
     if rollout is not None and rollout.state == RolloutState.RUNNING:
         _judge(p, rollout, rules, is_current, gate_spec)
+
+
+def _surge(p: Pass, rules: Policy, is_current: Any) -> int:
+    """``max_surge`` less the stale containers still running (see Pass.stale_containers);
+    only a rollout (old replicas to replace) surges, so only then are they looked for."""
+    if rules.max_surge == 0 or all(is_current(r) for r in p.live()):
+        return rules.max_surge
+    return max(0, rules.max_surge - p.stale_containers())
 
 
 def _holding(

@@ -21,23 +21,30 @@ pick_python() {
     die "Python 3.11 or newer is needed (set FLEET_PYTHON to its path)."
 }
 
-# ensure_venv [dev]: create .venv and install the project (with dev extras) when needed.
+# ensure_venv [dev]: create .venv and install the project when needed: its dependencies from
+# the lock file (requirements/runtime.txt, or requirements/dev.txt with dev), every file
+# checked against the lock's sha256 (pip --require-hashes), then the project itself.
 ensure_venv() {
-    local extras="${1:-}" spec="." stamp
-    if [ "$extras" = dev ]; then spec=".[dev]"; fi
+    local extras="${1:-}" lock="$ROOT/requirements/runtime.txt" stamp
+    if [ "$extras" = dev ]; then lock="$ROOT/requirements/dev.txt"; fi
     if [ ! -x "$PY" ]; then
         say "creating the virtual environment in .venv"
         "$(pick_python)" -m venv "$VENV"
     fi
-    stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${extras:-runtime}"
+    stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$lock" | sha256sum | cut -c1-16)-${extras:-runtime}"
     if [ ! -f "$stamp" ]; then
-        say "installing $spec into .venv"
-        "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-        (cd "$ROOT" && "$PY" -m pip install --quiet --disable-pip-version-check -e "$spec")
+        say "installing $(basename "$lock") into .venv (hashes checked)"
+        "$PY" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+        # the project itself: its dependencies are the locked ones installed above
+        (cd "$ROOT" && "$PY" -m pip install --quiet --disable-pip-version-check \
+            --no-deps --no-build-isolation -e .)
         rm -f "$VENV"/.installed-*
         touch "$stamp"
-        # a dev install also satisfies a runtime install of the same pyproject
-        if [ "$extras" = dev ]; then touch "${stamp%-dev}-runtime"; fi
+        # a dev install also satisfies a runtime install (dev.txt holds runtime.txt's pins)
+        if [ "$extras" = dev ]; then
+            touch "$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/runtime.txt" \
+                | sha256sum | cut -c1-16)-runtime"
+        fi
     fi
 }
 

@@ -38,6 +38,26 @@ MODEL_FIELDS = (
     "secret_name",
 )
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+# a branch, tag or commit as git allows it (git check-ref-format), refs/pr/N included
+REVISION = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[!-~]{1,255}(?<![/.])$")
+REVISION_FORBIDDEN = set("~^:?*[\\")
+
+
+def _revision(value: str | None, field: str) -> str | None:
+    """A revision to ask the hub for, or None (the default branch); a 400 when git would
+    never accept it as a name (spaces, control or non-ASCII characters, ``..``)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not REVISION.match(value) or REVISION_FORBIDDEN & set(value):
+        raise ServiceError(
+            f"{value!r} is not a branch, tag or commit name: use printable ASCII without "
+            "spaces, '..' or any of ~^:?*[\\ (for example main, v1.0 or a commit sha).",
+            field=field,
+        )
+    return value
+
+
 ARCH_FIELDS = (
     "num_layers",
     "hidden_size",
@@ -177,7 +197,7 @@ def import_model(
         )
     if CatalogModel.objects.filter(repo_id=repo_id).exists():
         raise ConflictError(f"{repo_id} is in the catalog already.", field="repo_id")
-    revision = (revision or "").strip() or None
+    revision = _revision(revision, "revision")
     snap = hub.model_info(repo_id, revision, token=_token(secret_name))
     with transaction.atomic():
         if CatalogModel.objects.filter(repo_id=repo_id).exists():
@@ -272,7 +292,7 @@ def repin(
     check_version(model.version, expected_version, f"Model {model.repo_id}")
     snap = hub.model_info(
         model.repo_id,
-        commit or model.requested_revision,
+        _revision(commit, "commit") or model.requested_revision,
         token=_token(model.secret_name),
         known_sha256=_known_hashes(model),
     )

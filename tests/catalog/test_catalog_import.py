@@ -234,3 +234,16 @@ def test_a_huggingface_token_secret_must_look_like_a_token(admin_user):
     core_services.create_secret(
         ChangeContext.for_user(admin_user), name="generic-odd", value="any thing\n"
     )
+
+
+@pytest.mark.parametrize("revision", ["7R\u00f9\x03", "ma in", "a..b", "v1^", "x" * 256, "/main"])
+def test_a_revision_git_would_refuse_is_a_400_before_the_hub_is_asked(hub, ctx, revision):
+    with pytest.raises(ServiceError) as caught:
+        services.import_model(ctx, repo_id=TINY_GGUF, revision=revision)
+    assert caught.value.field == "revision" and "branch, tag or commit" in caught.value.message
+    assert not CatalogModel.objects.filter(repo_id=TINY_GGUF).exists()
+
+
+@pytest.mark.parametrize("revision", ["main", "refs/pr/1", "v1.0-rc.2", "a" * 40])
+def test_ordinary_revisions_are_asked_for(revision):
+    assert services._revision(revision, "revision") == revision

@@ -29,7 +29,6 @@ docs/reliability.md says the same in a user's words, with the fault that proves 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
@@ -344,8 +343,13 @@ def violations(
     found += [f"3: {line}" for line in watch.under_lower_bound(desired, unavailable)[:5]]
     found += [f"4: {line}" for line in watch.doubled_slots()[:5]]
     if result == "converged":
-        with contextlib.suppress(Exception):
-            found += [f"4: {line}" for line in orphans(client, deployment)]
+        found += [f"4: {line}" for line in orphans(client, deployment)]
+        last = watch.samples[-1] if watch.samples else None
+        if last is not None and last.available_running != desired(last.at):
+            found.append(
+                f"2: converged, but {last.available_running} of {desired(last.at)} available "
+                "replicas have a running container"
+            )
     found += [f"4: {line}" for line in duplicate_events(deployment)]
     found += [f"5: {line}" for line in history_gaps(deployment)]
     if not watch.samples:

@@ -167,6 +167,16 @@ class Pass:
                     ReplicaState.FAILED,
                     f"not healthy within its deadline of {policy.healthy_deadline:g} s",
                 )
+                if replica.node_id is not None and replica.container_name:
+                    # it may still run (a server that never answers): stopped now, not when
+                    # a later heartbeat shows it to the node sweep
+                    send_stop(
+                        replica.pk,
+                        replica.node_id,
+                        replica.container_name,
+                        now=self.now,
+                        force=True,
+                    )
             else:
                 send_start(replica, now=self.now)
         elif replica.state in (ReplicaState.HEALTHY, ReplicaState.AVAILABLE):

@@ -74,8 +74,16 @@ def reconcile_desired(p: Pass) -> None:
     for replica in p.live():
         if replica.state == ReplicaState.PENDING and replica.node_id is None:
             new_replicas.place_and_start(p, replica)
-    for slot in decided.create:
-        new_replicas.create_replica(p, target, slot)
+    failing = (
+        rollout is not None
+        and rollout.state == RolloutState.RUNNING
+        and any(
+            r.state == ReplicaState.FAILED and r.revision_id == rollout.to_revision_id
+            for r in p.changed.values()
+        )
+    )
+    for slot in decided.create if not failing else ():  # a failing rollout fails below:
+        new_replicas.create_replica(p, target, slot)  # no second try of its revision
     if rollout is not None and rollout.state == RolloutState.RUNNING:
         _judge(p, rollout, rules, is_current, gate_spec)
 

@@ -49,6 +49,7 @@ from fleet.choices import NodeState
 from fleet.models import Node
 
 SAMPLE_EVERY_S = 0.1
+ORPHAN_SETTLE_S = 10.0
 LABELS = ("fleet.managed=true",)
 
 
@@ -230,6 +231,7 @@ def outcome(deployment: Deployment) -> str:
             for r in rows
         )
         and not Rollout.objects.filter(deployment=deployment, state=RolloutState.RUNNING).exists()
+        and not Replica.objects.filter(deployment=deployment, state=ReplicaState.STOPPING).exists()
     ):
         return "converged"
     if deployment.state == DeploymentState.PAUSED:
@@ -343,7 +345,13 @@ def violations(
     found += [f"3: {line}" for line in watch.under_lower_bound(desired, unavailable)[:5]]
     found += [f"4: {line}" for line in watch.doubled_slots()[:5]]
     if result == "converged":
-        found += [f"4: {line}" for line in orphans(client, deployment)]
+        # what was ordered stopped during the pass that converged may take a moment to go
+        left = orphans(client, deployment)
+        settle_by = time.monotonic() + ORPHAN_SETTLE_S
+        while left and time.monotonic() < settle_by:
+            time.sleep(0.2)
+            left = orphans(client, deployment)
+        found += [f"4: {line} {ORPHAN_SETTLE_S:g} s after converging" for line in left]
         last = watch.samples[-1] if watch.samples else None
         if last is not None and last.available_running != desired(last.at):
             found.append(

@@ -201,3 +201,28 @@ def test_replica_container_killed_after_it_was_healthy(fault_run: FaultRun) -> N
     # a crash is not a planned disruption: one replica may be missing until it is replaced
     assert run.check(unavailable=1) == "converged"
     assert first.pk not in {r.pk for r in e2e.available(deployment)}
+
+
+def test_revision_that_never_becomes_ready_reverts(fault_run: FaultRun) -> None:
+    """A revision whose container runs but never answers its health check (a process that
+    only sleeps) misses its healthy deadline: its container is stopped at once, no second
+    attempt of that revision starts, and the rollout is reverted."""
+    run = fault_run
+    deployment = run.deploy()
+    run.update(
+        {
+            "runtime": "custom",
+            "runtime_args": {  # a new runtime's arguments replace the old ones
+                "image": run.stage.image,
+                "entrypoint": ["/bin/sleep"],
+                "command": ["3600"],
+            },
+            "strategy": {"healthy_deadline_seconds": 10},
+        }
+    )
+    assert run.check() == "converged"
+    reasons = invariants.failed_rollouts(deployment)
+    assert reasons and any("not healthy within its deadline of 10 s" in r for r in reasons), reasons
+    deployment.refresh_from_db()
+    assert deployment.current_revision_id == deployment.stable_revision_id
+    assert all(r.revision.spec["runtime"] == "llamacpp" for r in e2e.available(deployment))

@@ -43,6 +43,9 @@ class AccessKeyCreatedSerializer(AccessKeySerializer):
         read_only_fields = fields
 
 
+PG_INT_MAX = 2_147_483_647
+
+
 class AccessKeyWriteSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
@@ -55,8 +58,13 @@ class AccessKeyWriteSerializer(serializers.Serializer[Any]):
         default=list,
         help_text="Deployment or alias names this key may use when all_models is false.",
     )
-    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    # the columns are PostgreSQL integers: a larger limit is a 400, not a 500
+    requests_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=PG_INT_MAX
+    )
+    tokens_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=PG_INT_MAX
+    )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     reason = ReasonField()
 

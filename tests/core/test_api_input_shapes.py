@@ -81,3 +81,12 @@ def test_the_schema_allows_what_the_answers_carry():
     assert settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] == [
         "rest_framework.parsers.JSONParser"
     ]
+
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "tokens_per_minute"])
+def test_a_gateway_key_limit_beyond_the_column_is_a_400(api_client_for, field):
+    answer = api_client_for("admin").post(
+        "/api/v1/gateway/keys/", {"name": f"big-{field}", field: 2**31}, format="json"
+    )
+    assert answer.status_code == 400, answer.content
+    assert field in str(answer.json())

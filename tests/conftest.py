@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from rest_framework.test import APIClient
@@ -83,3 +83,14 @@ def bearer_client() -> Callable[[str], APIClient]:
 @pytest.fixture
 def password() -> str:
     return PASSWORD
+
+
+@pytest.fixture
+def purge_broker() -> Iterator[None]:
+    """After the test, the orders its API calls queued (reconciles, downloads, jobs) leave the
+    broker: no worker runs for them here, and no later test's worker starts on rows this
+    test's database no longer has."""
+    yield
+    from config.celery import app
+
+    app.control.purge()

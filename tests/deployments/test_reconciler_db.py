@@ -511,9 +511,8 @@ def test_orphan_removed_after_grace(fleet, variant, settings):
     assert order.task == STOP and order.args == [0, "fleet-ghost-r1-s0-999999"]  # 0: orphan
 
 
-def test_unreachable_node_rescheduled_and_stale_container_removed(
-    fleet, two_nodes, variant, admin_user, settings
-):
+def _lose_the_replicas_node(fleet, two_nodes, variant, admin_user, settings):
+    """One stable replica; its node stops heartbeating (grace 20 s, reschedule after 60 s)."""
     settings.FLEET_NODE_GRACE_SECONDS = 20
     settings.FLEET_RESCHEDULE_GRACE_SECONDS = 60
     a, b = two_nodes
@@ -521,6 +520,15 @@ def test_unreachable_node_rescheduled_and_stale_container_removed(
     (victim,) = live(deployment)
     lost = a if victim.node_id == a.pk else b
     fleet.down.add(lost.pk)
+    return deployment, victim, lost
+
+
+def test_unreachable_node_rescheduled_and_stale_container_removed(
+    fleet, two_nodes, variant, admin_user, settings
+):
+    deployment, victim, lost = _lose_the_replicas_node(
+        fleet, two_nodes, variant, admin_user, settings
+    )
     fleet.step(25, deployment)  # unreachable, within the reschedule grace: wait
     assert [r.pk for r in live(deployment)] == [victim.pk]
     fleet.step(30, deployment)
@@ -546,13 +554,7 @@ def test_no_surge_while_a_returned_node_still_runs_a_stale_container(
 ):
     """Never more than replicas + max_surge containers: one a node left running through its
     outage counts against the surge until the node sweep has removed it."""
-    settings.FLEET_NODE_GRACE_SECONDS = 20
-    settings.FLEET_RESCHEDULE_GRACE_SECONDS = 60
-    a, b = two_nodes
-    deployment = _stable(fleet, admin_user, variant, replicas=1)
-    (victim,) = live(deployment)
-    lost = a if victim.node_id == a.pk else b
-    fleet.down.add(lost.pk)
+    deployment, _, lost = _lose_the_replicas_node(fleet, two_nodes, variant, admin_user, settings)
     fleet.step(25, deployment)
     fleet.act(fleet.step(55, deployment))  # rescheduled; the replacement runs elsewhere
     fleet.settle(deployment)

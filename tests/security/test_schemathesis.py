@@ -19,7 +19,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +61,6 @@ def seeded(
     variant = builders.gguf_variant()
     builders.holds(builders.node("fuzz-node"), variant)
     builders.deploy(admin_user, "fuzzed", variant)
-
-
-@pytest.fixture
-def purge_broker() -> Iterator[None]:
-    """The orders the fuzzed API queued (downloads, jobs) go from the broker afterwards, so
-    no later test's worker starts on rows this test's database no longer has."""
-    yield
-    from config.celery import app
-
-    app.control.purge()
 
 
 def _token(user: User) -> str:

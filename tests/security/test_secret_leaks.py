@@ -36,12 +36,6 @@ from tests.hubserver.fixtures import GATED, GATED_TOKEN
 pytestmark = pytest.mark.django_db(transaction=True)  # orders go to the broker on commit
 
 
-def _api(key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
 def _redis_dump() -> str:
     """Every key and value of the broker's database, as text."""
     client = redis.Redis.from_url(str(settings.CELERY_BROKER_URL))
@@ -70,11 +64,12 @@ def test_no_secret_lands_in_answers_history_broker_or_logs(
     settings: Any,
     admin_user: Any,
     token_for: Any,
+    bearer_client: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings.FLEET_HF_ENDPOINT = upstream_hub
     caplog.set_level(logging.DEBUG)
-    admin = _api(token_for(admin_user, name="leak-admin"))
+    admin = bearer_client(token_for(admin_user, name="leak-admin"))
     answers: list[str] = []
 
     def call(
